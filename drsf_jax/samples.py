@@ -1,0 +1,32 @@
+"""Real sample data shipped inside packages (no file in this repository)."""
+
+import numpy as np
+
+
+def astronaut() -> np.ndarray:
+  """``skimage.data.astronaut()``: 512x512 uint8 RGB photo with one frontal face."""
+  from skimage import data
+  return data.astronaut()
+
+
+def astronaut_clip(num_frames: int = 60, size: int = 384, seed: int = 0) -> np.ndarray:
+  """An embedded driver-like clip: the astronaut photo slowly moved, rotated and zoomed.
+
+  Built on the fly from ``skimage.data.astronaut()`` (about 2 s at 30 fps) so that the
+  main command runs without any video file. Returns uint8 RGB ``(T, size, size, 3)``.
+  """
+  import cv2
+  img = astronaut()
+  rng = np.random.default_rng(seed)
+  phase = rng.uniform(0, 2 * np.pi)
+  frames = []
+  for t in range(num_frames):
+    s = t / max(num_frames - 1, 1)
+    angle = 8.0 * np.sin(2 * np.pi * s + phase)           # head roll, degrees
+    zoom = 1.0 + 0.08 * np.sin(np.pi * s)
+    dx, dy = 18.0 * np.sin(2 * np.pi * s), 10.0 * np.cos(2 * np.pi * s)
+    m = cv2.getRotationMatrix2D((256.0, 200.0), angle, zoom)
+    m[:, 2] += (dx, dy)
+    frame = cv2.warpAffine(img, m, (512, 512), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    frames.append(cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA))
+  return np.stack(frames)

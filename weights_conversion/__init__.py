@@ -1,0 +1,1 @@
+"""PyTorch checkpoint -> Flax variables converters (need torch; never imported by drsf_jax)."""

@@ -1,0 +1,112 @@
+"""PyTorch-exactness of the building blocks in drsf_jax/models/layers.py."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from drsf_jax.models import layers
+
+torch = pytest.importorskip("torch")
+
+
+def rel_err(a, b):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def nchw(x):
+  return torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
+
+
+def nhwc(t):
+  return np.transpose(t.detach().numpy(), (0, 2, 3, 1))
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("cin,cout,k,s,p,d,g,bias,hw", [
+    (3, 8, 3, 1, 1, 1, 1, True, (13, 17)),
+    (8, 8, 3, 2, 1, 1, 8, False, (14, 15)),     # depthwise, even size, stride 2
+    (6, 9, 5, 2, 2, 1, 3, True, (11, 12)),      # grouped
+    (4, 5, 3, 1, 2, 2, 1, True, (9, 10)),       # dilated
+    (4, 6, 7, 2, 3, 1, 1, False, (20, 21)),
+    (4, 6, 1, 1, 0, 1, 1, True, (5, 6)),
+])
+def test_conv2d_matches_torch(cin, cout, k, s, p, d, g, bias, hw):
+  torch.manual_seed(0)
+  conv = torch.nn.Conv2d(cin, cout, k, s, p, dilation=d, groups=g, bias=bias)
+  x = np.random.default_rng(1).normal(size=(2, *hw, cin)).astype(np.float32)
+  ref = nhwc(conv(nchw(x)))
+  params = {"kernel": np.transpose(conv.weight.detach().numpy(), (2, 3, 1, 0))}
+  if bias:
+    params["bias"] = conv.bias.detach().numpy()
+  m = layers.Conv2d(cout, k, s, p, d, g, bias)
+  out = m.apply({"params": params}, jnp.asarray(x))
+  assert out.shape == ref.shape
+  assert rel_err(out, ref) < 1e-5
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("k,s,p,ceil,hw", [
+    (3, 2, 0, True, (12, 13)), (3, 2, 0, False, (12, 13)), (2, 2, 0, True, (7, 9)),
+    (3, 2, 1, True, (10, 11)), (3, 1, 1, False, (6, 6)), (2, 2, 0, False, (5, 5)),
+])
+def test_max_pool_matches_torch(k, s, p, ceil, hw):
+  x = np.random.default_rng(2).normal(size=(2, *hw, 3)).astype(np.float32)
+  ref = nhwc(torch.nn.functional.max_pool2d(nchw(x), k, s, p, ceil_mode=ceil))
+  out = layers.max_pool2d(jnp.asarray(x), k, s, p, ceil_mode=ceil)
+  assert out.shape == ref.shape
+  np.testing.assert_array_equal(np.asarray(out), ref)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("k,s,p,include", [(2, 2, 0, True), (3, 1, 1, True), (3, 1, 1, False)])
+def test_avg_pool_matches_torch(k, s, p, include):
+  x = np.random.default_rng(3).normal(size=(2, 9, 10, 4)).astype(np.float32)
+  ref = nhwc(torch.nn.functional.avg_pool2d(nchw(x), k, s, p, count_include_pad=include))
+  out = layers.avg_pool2d(jnp.asarray(x), k, s, p, count_include_pad=include)
+  assert rel_err(out, ref) < 1e-6
+
+
+@pytest.mark.parity
+def test_batchnorm_prelu_linear_match_torch():
+  rng = np.random.default_rng(4)
+  torch.manual_seed(4)
+  bn = torch.nn.BatchNorm2d(5).eval()
+  with torch.no_grad():
+    bn.weight.normal_()
+    bn.bias.normal_()
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 1.5)
+  x = rng.normal(size=(2, 6, 7, 5)).astype(np.float32)
+  ref = nhwc(bn(nchw(x)))
+  out = layers.BatchNorm2d().apply(
+      {"params": {"scale": bn.weight.detach().numpy(), "bias": bn.bias.detach().numpy()},
+       "batch_stats": {"mean": bn.running_mean.numpy(), "var": bn.running_var.numpy()}}, jnp.asarray(x))
+  assert rel_err(out, ref) < 1e-6
+
+  pr = torch.nn.PReLU(5)
+  with torch.no_grad():
+    pr.weight.uniform_(-0.5, 0.5)
+  ref = nhwc(pr(nchw(x)))
+  out = layers.PReLU().apply({"params": {"alpha": pr.weight.detach().numpy()}}, jnp.asarray(x))
+  assert rel_err(out, ref) < 1e-7
+
+  lin = torch.nn.Linear(5, 3)
+  ref = lin(torch.from_numpy(x)).detach().numpy()
+  out = layers.Linear(3).apply({"params": {"kernel": lin.weight.detach().numpy().T,
+                                           "bias": lin.bias.detach().numpy()}}, jnp.asarray(x))
+  assert rel_err(out, ref) < 1e-6
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("size", [(8, 10), (7, 9), (16, 20)])
+def test_interpolate_nearest_matches_torch(size):
+  x = np.random.default_rng(5).normal(size=(1, 4, 5, 2)).astype(np.float32)
+  ref = nhwc(torch.nn.functional.interpolate(nchw(x), size=size, mode="nearest"))
+  np.testing.assert_array_equal(np.asarray(layers.interpolate_nearest(jnp.asarray(x), size)), ref)
+
+
+def test_nchw_flatten_matches_torch_view():
+  x = np.random.default_rng(6).normal(size=(2, 3, 4, 5)).astype(np.float32)
+  ref = nchw(x).reshape(2, -1).numpy()
+  np.testing.assert_array_equal(np.asarray(layers.nchw_flatten(jnp.asarray(x))), ref)

@@ -1,0 +1,257 @@
+r"""Adversarial attacks as Optax optimizers over the input frames.
+
+An attack is an ``optax.GradientTransformation`` whose "parameters" are the frames being
+perturbed, initialised at the obfuscated frames :math:`x_{obf}`. Gradients are of the
+victims' loss (which the attack *minimises*: predictions on the attacked frames should
+match the targets computed on the original frames). The last link of every chain is
+:func:`project_linf`, which rewrites the update so that the new frames lie in
+
+.. math:: \{x : \|x - x_{obf}\|_\infty \le \epsilon,\ 0 \le x \le 1\}.
+
+The catalogue (``ATTACKS``) holds everything the original DRSF code exposed plus ``pgd``
+and ``ni-fgsm``:
+
+* ``i-fgsm``: :math:`x \leftarrow \Pi(x - \alpha\,\mathrm{sign}(\nabla L))`.
+* ``pgd``: ``i-fgsm`` from a uniform random start in the ε-ball (Madry et al.).
+* ``mi-fgsm``: :math:`g \leftarrow \mu g + \nabla L / \|\nabla L\|_1` (L1 norm *per
+  frame*), :math:`x \leftarrow \Pi(x - \alpha\,\mathrm{sign}(g))` (Dong et al.). The
+  original's momentum never accumulated and normalised by the whole batch's L1 norm.
+* ``ni-fgsm``: ``mi-fgsm`` whose gradient is taken at the Nesterov look-ahead point
+  :math:`x - \alpha\mu g` (Lin et al.); see :attr:`Attack.lookahead`.
+* ``rmsprop`` (lr 0.004, the original's default), ``adam``, ``adamw``, ``adamax``,
+  ``adagrad``, ``adadelta``, ``rprop``, ``sgd``, ``asgd``: the Optax optimizers with
+  PyTorch's default hyper-parameters (``torch.optim`` is what the original used).
+  ``asgd`` maps to SGD with ASGD's step-size schedule
+  :math:`\eta_t = lr / (1 + \lambda\,lr\,t)^{0.75}`; ASGD's iterate averaging does not
+  change the iterates it returns, and its weight decay towards zero pixel values is
+  dropped.
+"""
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+DEFAULT_EPS = 8 / 255
+DEFAULT_ALPHA = 1 / 255
+DEFAULT_MAX_ITER = 150
+
+SIGN_ATTACKS = ("i-fgsm", "pgd", "mi-fgsm", "ni-fgsm")
+OPTIMIZER_ATTACKS = ("rmsprop", "adam", "adamw", "adamax", "adagrad", "adadelta", "rprop",
+                     "sgd", "asgd")
+ATTACKS = SIGN_ATTACKS + OPTIMIZER_ATTACKS
+
+# Learning rates used when --lr is not given. rmsprop's is the original's; the other
+# adaptive methods take the same scale (their first steps are ~lr per pixel); adadelta
+# is self-scaling (PyTorch's default 1.0); rprop's initial step is one grey level; plain
+# gradient steps depend on the loss scale and should be tuned.
+DEFAULT_LR = {
+    "rmsprop": 0.004, "adam": 0.004, "adamw": 0.004, "adamax": 0.004, "adagrad": 0.004,
+    "adadelta": 1.0, "rprop": 1 / 255, "sgd": 1.0, "asgd": 1.0,
+}
+
+
+# ---- transforms ----------------------------------------------------------------------
+
+class ProjectLinfState(NamedTuple):
+  center: chex.ArrayTree  # The frames the ε-ball is centred on (the obfuscated frames).
+
+
+def project_linf(eps: float, lower: float = 0.0, upper: float = 1.0
+                 ) -> optax.GradientTransformation:
+  r"""Rewrites updates so that ``params + update`` lies in the L∞ ball and the box.
+
+  The ball's centre is the params the chain is initialised with. Must be the last link:
+
+  .. math:: u' = \mathrm{clip}(\mathrm{clip}(x + u, c - \epsilon, c + \epsilon), l, h) - x.
+  """
+
+  def init_fn(params):
+    return ProjectLinfState(center=jax.tree_util.tree_map(jnp.asarray, params))
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("project_linf needs params")
+    def proj(u, x, c):
+      y = jnp.clip(x + u, c - eps, c + eps)
+      return jnp.clip(y, lower, upper) - x
+    return jax.tree_util.tree_map(proj, updates, params, state.center), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def normalize_by_l1_per_frame(eps: float = 1e-12) -> optax.GradientTransformation:
+  r"""Divides each frame's gradient by its own L1 norm: :math:`g_i / \|g_i\|_1`.
+
+  Leading axis = frames. MI-FGSM's normalisation; per frame so that frames in one batch
+  do not scale each other's steps.
+  """
+
+  def update_fn(updates, state, params=None):
+    del params
+    def norm(g):
+      axes = tuple(range(1, g.ndim))
+      return g / (jnp.sum(jnp.abs(g), axis=axes, keepdims=True) + eps)
+    return jax.tree_util.tree_map(norm, updates), state
+
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
+
+
+class RandomStartState(NamedTuple):
+  count: chex.Array
+  key: chex.PRNGKey
+
+
+def add_random_start(eps: float, key: chex.PRNGKey) -> optax.GradientTransformation:
+  """Adds uniform noise in [-eps, eps] to the first update only (PGD's random start)."""
+
+  def init_fn(params):
+    del params
+    return RandomStartState(count=jnp.zeros([], jnp.int32), key=key)
+
+  def update_fn(updates, state, params=None):
+    del params
+    leaves, treedef = jax.tree_util.tree_flatten(updates)
+    keys = jax.random.split(state.key, len(leaves) + 1)
+    first = (state.count == 0).astype(jnp.float32)
+    noisy = [u + first * jax.random.uniform(k, u.shape, u.dtype, -eps, eps)
+             for u, k in zip(leaves, keys[1:])]
+    return (jax.tree_util.tree_unflatten(treedef, noisy),
+            RandomStartState(count=state.count + 1, key=keys[0]))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_asgd_schedule(lr: float, lambd: float = 1e-4, power: float = 0.75
+                           ) -> optax.GradientTransformation:
+  """``-lr / (1 + lambd * lr * t) ** power`` times the gradient (ASGD's step size)."""
+  return optax.scale_by_schedule(lambda t: -lr / (1.0 + lambd * lr * t) ** power)
+
+
+# ---- the catalogue -------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Attack:
+  """An attack: the Optax chain plus, for Nesterov methods, where to take the gradient.
+
+  Attributes:
+    name: catalogue name.
+    tx: the ``GradientTransformation`` (its last link projects onto the ε-ball).
+    lookahead: ``None``, or ``f(params, opt_state) -> point`` where the loss gradient
+      must be evaluated (ni-fgsm).
+    settings: the hyper-parameters, for reports.
+  """
+  name: str
+  tx: optax.GradientTransformation
+  lookahead: Callable[[Any, Any], Any] | None
+  settings: dict
+
+
+def make_attack(name: str, eps: float = DEFAULT_EPS, alpha: float = DEFAULT_ALPHA,
+                lr: float | None = None, momentum: float = 1.0, seed: int = 0) -> Attack:
+  """Builds an attack from the catalogue.
+
+  Args:
+    name: one of ``ATTACKS``.
+    eps: L∞ budget around the obfuscated frames, in (0, 1].
+    alpha: step of the sign methods.
+    lr: learning rate of the optimizer methods (default ``DEFAULT_LR[name]``).
+    momentum: μ of mi-fgsm / ni-fgsm (the original's decay factor 1.0).
+    seed: PRNG seed of pgd's random start.
+  """
+  if name not in ATTACKS:
+    raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+  if not 0 < eps <= 1:
+    raise ValueError(f"eps must be in (0, 1], got {eps}")
+  if alpha <= 0:
+    raise ValueError(f"alpha must be > 0, got {alpha}")
+  lr = DEFAULT_LR.get(name) if lr is None else lr
+  if lr is not None and lr <= 0:
+    raise ValueError(f"lr must be > 0, got {lr}")
+  settings = {"attack": name, "eps": eps}
+  lookahead = None
+  if name in ("i-fgsm", "pgd"):
+    links = [optax.scale_by_sign(), optax.scale(-alpha)]
+    if name == "pgd":  # The random start joins the first (already signed and scaled) step.
+      links.append(add_random_start(eps, jax.random.PRNGKey(seed)))
+      settings["seed"] = seed
+    settings["alpha"] = alpha
+  elif name in ("mi-fgsm", "ni-fgsm"):
+    links = [normalize_by_l1_per_frame(), optax.trace(decay=momentum, nesterov=False),
+             optax.scale_by_sign(), optax.scale(-alpha)]
+    settings.update(alpha=alpha, momentum=momentum)
+    if name == "ni-fgsm":
+      def lookahead(params, opt_state):
+        g = opt_state[1].trace  # The accumulated normalised gradient of the chain's trace.
+        return jax.tree_util.tree_map(lambda x, t: x - alpha * momentum * t, params, g)
+  else:
+    settings["lr"] = lr
+    opt = {
+        "rmsprop": lambda: optax.rmsprop(lr, decay=0.99, eps=1e-8, eps_in_sqrt=False),
+        "adam": lambda: optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8),
+        "adamw": lambda: optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-2),
+        "adamax": lambda: optax.adamax(lr, b1=0.9, b2=0.999, eps=1e-8),
+        "adagrad": lambda: optax.adagrad(lr, initial_accumulator_value=0.0, eps=1e-10),
+        "adadelta": lambda: optax.adadelta(lr, rho=0.9, eps=1e-6),
+        "rprop": lambda: optax.rprop(lr, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6,
+                                     max_step_size=50.0),
+        "sgd": lambda: optax.sgd(lr),
+        "asgd": lambda: scale_by_asgd_schedule(lr),
+    }[name]()
+    links = [opt]
+  tx = optax.chain(*links, project_linf(eps))
+  return Attack(name=name, tx=tx, lookahead=lookahead, settings=settings)
+
+
+# ---- a generic jitted loop -----------------------------------------------------------
+
+class LoopResult(NamedTuple):
+  frames: jax.Array      # (B, H, W, C) attacked frames.
+  iterations: jax.Array  # (B,) steps each frame took before it stopped.
+  loss: jax.Array        # (B,) loss at the returned frames.
+
+
+def optimize(loss_fn: Callable[[jax.Array], jax.Array], x_obf: jax.Array, attack: Attack,
+             max_iter: int, threshold: jax.Array | float | None = None) -> LoopResult:
+  """Minimises a per-frame loss with ``attack`` inside one ``lax.while_loop``.
+
+  A frame stops moving (its update is masked to zero) once its loss is ``<= threshold``;
+  the loop ends when every frame has stopped or after ``max_iter`` steps. Pure: call it
+  under ``jax.jit``.
+
+  Args:
+    loss_fn: ``frames (B, ...) -> per-frame loss (B,)``, differentiable.
+    x_obf: the obfuscated frames, centre of the ε-ball and starting point.
+    attack: from :func:`make_attack`.
+    max_iter: step budget.
+    threshold: per-frame stopping threshold (scalar or (B,)); ``None`` never stops early.
+  """
+  b = x_obf.shape[0]
+  thr = jnp.full((b,), -jnp.inf) if threshold is None else jnp.broadcast_to(
+      jnp.asarray(threshold, jnp.float32), (b,))
+  grad_fn = jax.grad(lambda x: jnp.sum(loss_fn(x)))
+  opt_state = attack.tx.init(x_obf)
+  loss0 = loss_fn(x_obf)
+  mask_shape = (b,) + (1,) * (x_obf.ndim - 1)
+
+  def cond(c):
+    i, _, _, active, _, _ = c
+    return (i < max_iter) & jnp.any(active)
+
+  def body(c):
+    i, x, state, active, iters, _ = c
+    point = x if attack.lookahead is None else attack.lookahead(x, state)
+    g = grad_fn(point)
+    updates, state = attack.tx.update(g, state, x)
+    x = x + updates * active.reshape(mask_shape).astype(x.dtype)
+    loss = loss_fn(x)
+    iters = iters + active.astype(jnp.int32)
+    active = active & (loss > thr)
+    return i + 1, x, state, active, iters, loss
+
+  init = (jnp.zeros([], jnp.int32), x_obf, opt_state, loss0 > thr, jnp.zeros((b,), jnp.int32), loss0)
+  _, x, _, _, iters, loss = jax.lax.while_loop(cond, body, init)
+  return LoopResult(frames=x, iterations=iters, loss=loss)

@@ -206,52 +206,75 @@ def make_attack(name: str, eps: float = DEFAULT_EPS, alpha: float = DEFAULT_ALPH
   return Attack(name=name, tx=tx, lookahead=lookahead, settings=settings)
 
 
-# ---- a generic jitted loop -----------------------------------------------------------
+# ---- the jitted loop with the stopping cascade -----------------------------------------
 
 class LoopResult(NamedTuple):
   frames: jax.Array      # (B, H, W, C) attacked frames.
   iterations: jax.Array  # (B,) steps each frame took before it stopped.
-  loss: jax.Array        # (B,) loss at the returned frames.
+  losses: jax.Array      # (B, V) per-victim losses at the returned frames.
+  stage: jax.Array       # (B,) cascade stage reached (V = every victim under threshold).
+
+
+def cascade_stage(losses: jax.Array, thresholds: jax.Array) -> jax.Array:
+  """Number of leading victims whose loss is under its threshold, per frame: (B,)."""
+  ok = (losses <= thresholds[None, :]).astype(jnp.int32)
+  return jnp.sum(jnp.cumprod(ok, axis=1), axis=1)
 
 
 def optimize(loss_fn: Callable[[jax.Array], jax.Array], x_obf: jax.Array, attack: Attack,
-             max_iter: int, threshold: jax.Array | float | None = None) -> LoopResult:
-  """Minimises a per-frame loss with ``attack`` inside one ``lax.while_loop``.
+             max_iter: int, thresholds: jax.Array | None = None) -> LoopResult:
+  r"""Minimises per-frame, per-victim losses with the original's stopping cascade.
 
-  A frame stops moving (its update is masked to zero) once its loss is ``<= threshold``;
-  the loop ends when every frame has stopped or after ``max_iter`` steps. Pure: call it
-  under ``jax.jit``.
+  ``loss_fn(frames)`` returns ``(B, V)`` losses, victims in cascade order (detector,
+  landmarks, gaze). A frame at stage ``s`` (its first ``s`` victims are under their
+  thresholds) descends on :math:`\sum_{v \le s} L_v`; when all ``V`` are under their
+  thresholds it stops moving (its update is masked to zero). The loop ends when every
+  frame has stopped or after ``max_iter`` steps. Thresholds are per frame and do not
+  depend on the batch size (the original divided batch means by the batch size). Pure:
+  call it under ``jax.jit``.
 
   Args:
-    loss_fn: ``frames (B, ...) -> per-frame loss (B,)``, differentiable.
-    x_obf: the obfuscated frames, centre of the ε-ball and starting point.
+    loss_fn: ``frames (B, ...) -> (B, V)``, differentiable (a ``(B,)`` output is V = 1).
+    x_obf: the obfuscated frames: centre of the ε-ball and starting point.
     attack: from :func:`make_attack`.
     max_iter: step budget.
-    threshold: per-frame stopping threshold (scalar or (B,)); ``None`` never stops early.
+    thresholds: ``(V,)`` stopping thresholds; ``None`` never stops early.
   """
+  def losses_of(x):
+    l = loss_fn(x)
+    return l[:, None] if l.ndim == 1 else l
+
   b = x_obf.shape[0]
-  thr = jnp.full((b,), -jnp.inf) if threshold is None else jnp.broadcast_to(
-      jnp.asarray(threshold, jnp.float32), (b,))
-  grad_fn = jax.grad(lambda x: jnp.sum(loss_fn(x)))
+  loss0 = losses_of(x_obf)
+  v = loss0.shape[1]
+  thr = (jnp.full((v,), -jnp.inf) if thresholds is None
+         else jnp.broadcast_to(jnp.asarray(thresholds, jnp.float32), (v,)))
+  victim_ids = jnp.arange(v)
+
+  def weighted(x, stage):
+    w = (victim_ids[None, :] <= stage[:, None]).astype(jnp.float32)
+    return jnp.sum(losses_of(x) * jax.lax.stop_gradient(w))
+
+  grad_fn = jax.grad(weighted)
   opt_state = attack.tx.init(x_obf)
-  loss0 = loss_fn(x_obf)
   mask_shape = (b,) + (1,) * (x_obf.ndim - 1)
 
   def cond(c):
-    i, _, _, active, _, _ = c
-    return (i < max_iter) & jnp.any(active)
+    i, _, _, stage, _, _ = c
+    return (i < max_iter) & jnp.any(stage < v)
 
   def body(c):
-    i, x, state, active, iters, _ = c
+    i, x, state, stage, iters, _ = c
+    active = stage < v
     point = x if attack.lookahead is None else attack.lookahead(x, state)
-    g = grad_fn(point)
+    g = grad_fn(point, stage)
     updates, state = attack.tx.update(g, state, x)
     x = x + updates * active.reshape(mask_shape).astype(x.dtype)
-    loss = loss_fn(x)
+    losses = losses_of(x)
     iters = iters + active.astype(jnp.int32)
-    active = active & (loss > thr)
-    return i + 1, x, state, active, iters, loss
+    return i + 1, x, state, cascade_stage(losses, thr), iters, losses
 
-  init = (jnp.zeros([], jnp.int32), x_obf, opt_state, loss0 > thr, jnp.zeros((b,), jnp.int32), loss0)
-  _, x, _, _, iters, loss = jax.lax.while_loop(cond, body, init)
-  return LoopResult(frames=x, iterations=iters, loss=loss)
+  init = (jnp.zeros([], jnp.int32), x_obf, opt_state, cascade_stage(loss0, thr),
+          jnp.zeros((b,), jnp.int32), loss0)
+  _, x, _, stage, iters, losses = jax.lax.while_loop(cond, body, init)
+  return LoopResult(frames=x, iterations=iters, losses=losses, stage=stage)

@@ -104,3 +104,99 @@ def write_json_atomic(path: str, obj) -> str:
       os.unlink(tmp)
     raise
   return path
+
+
+# ---- writing --------------------------------------------------------------------------
+
+# Containers/codecs OpenCV's wheel writes. Lossless ones decode back bit-exactly, which
+# an 8/255 adversarial perturbation needs; lossy ones destroy much of it.
+LOSSLESS_CODECS = {"ffv1": "FFV1", "hfyu": "HFYU", "png": "png "}
+LOSSY_CODECS = {"mjpg": "MJPG", "mp4v": "mp4v"}
+
+
+class VideoWriter:
+  """Writes uint8 RGB frames to a temporary file, renamed onto ``path`` by ``close()``.
+
+  ``codec``: ``ffv1`` (default, .mkv/.avi), ``hfyu``, ``png`` (PNG-in-MKV), lossy
+  ``mjpg``/``mp4v``, or ``png-seq`` (a directory of numbered PNG files). Until
+  ``close()`` succeeds nothing exists at ``path``; ``abort()`` (or an exception inside a
+  ``with`` block) removes the partial file.
+  """
+
+  def __init__(self, path: str, fps: float, size_wh: tuple[int, int], codec: str = "ffv1"):
+    import cv2
+    self.path = os.path.abspath(path)
+    self.codec = codec
+    self.size_wh = size_wh
+    self.count = 0
+    d = os.path.dirname(self.path)
+    if not os.path.isdir(d):
+      try:
+        os.makedirs(d, exist_ok=True)
+      except OSError as e:
+        raise ValueError(f"cannot create output directory {d}: {e.strerror}") from None
+    if not os.access(d, os.W_OK):
+      raise ValueError(f"output directory is not writable: {d}")
+    if codec == "png-seq":
+      self._tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.", suffix=".part", dir=d)
+      self._writer = None
+      return
+    fourcc = {**LOSSLESS_CODECS, **LOSSY_CODECS}.get(codec)
+    if fourcc is None:
+      raise ValueError(f"unknown codec {codec!r}; choose one of "
+                       f"{', '.join(list(LOSSLESS_CODECS) + list(LOSSY_CODECS) + ['png-seq'])}")
+    self._tmp = atomic_path(self.path)
+    self._writer = cv2.VideoWriter(self._tmp, cv2.VideoWriter_fourcc(*fourcc), float(fps),
+                                   tuple(int(v) for v in size_wh))
+    if not self._writer.isOpened():
+      os.unlink(self._tmp)
+      raise ValueError(f"OpenCV cannot write codec {codec!r} to {os.path.basename(path)} "
+                       "(use .mkv or .avi for ffv1/hfyu/png)")
+
+  def write(self, frame_rgb_uint8: np.ndarray):
+    import cv2
+    f = np.asarray(frame_rgb_uint8)
+    if f.dtype != np.uint8 or f.shape != (self.size_wh[1], self.size_wh[0], 3):
+      raise ValueError(f"frame must be uint8 {(self.size_wh[1], self.size_wh[0], 3)}, got {f.dtype} {f.shape}")
+    bgr = cv2.cvtColor(f, cv2.COLOR_RGB2BGR)
+    if self._writer is None:
+      cv2.imwrite(os.path.join(self._tmp, f"{self.count:06d}.png"), bgr)
+    else:
+      self._writer.write(bgr)
+    self.count += 1
+
+  def close(self) -> str:
+    import shutil
+    if self._writer is not None:
+      self._writer.release()
+    if self.count == 0:
+      self.abort()
+      raise ValueError(f"no frames written to {self.path}")
+    if os.path.isdir(self.path) and self._writer is None:
+      shutil.rmtree(self.path)
+    os.replace(self._tmp, self.path)
+    return self.path
+
+  def abort(self):
+    import shutil
+    if self._writer is not None:
+      self._writer.release()
+    if os.path.isdir(self._tmp):
+      shutil.rmtree(self._tmp, ignore_errors=True)
+    elif os.path.exists(self._tmp):
+      os.unlink(self._tmp)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, exc, tb):
+    if exc_type is None:
+      self.close()
+    else:
+      self.abort()
+    return False
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+  """Float [0, 1] -> uint8 by rounding (the original truncated, losing up to 1 grey level)."""
+  return np.clip(np.rint(np.asarray(frames, np.float32) * 255.0), 0, 255).astype(np.uint8)

@@ -1,0 +1,78 @@
+"""Video reading/writing: lossless round trips, atomic output, clear errors."""
+
+import os
+
+import numpy as np
+import pytest
+
+from conftest import shared_file
+from drsf_jax import video
+
+
+def test_reader_on_real_video():
+  r = video.VideoReader(shared_file("data", "talking_head_a.mp4"), max_frames=5)
+  assert (r.width, r.height) == (256, 256) and abs(r.fps - 30) < 0.5
+  frames = list(r)
+  assert len(frames) == 5 and frames[0].shape == (256, 256, 3) and frames[0].dtype == np.uint8
+  assert frames[0].std() > 10
+
+
+@pytest.mark.parametrize("codec,ext", [("ffv1", ".mkv"), ("hfyu", ".avi"), ("png", ".mkv")])
+def test_lossless_codecs_round_trip_bit_exactly(tmp_path, codec, ext):
+  frames = list(video.VideoReader(shared_file("data", "talking_head_b.mp4"), max_frames=4))
+  rng = np.random.default_rng(0)
+  frames = [np.clip(f.astype(int) + rng.integers(-8, 9, f.shape), 0, 255).astype(np.uint8) for f in frames]
+  path = str(tmp_path / f"out{ext}")
+  with video.VideoWriter(path, 30, (256, 256), codec) as w:
+    for f in frames:
+      w.write(f)
+  back = list(video.VideoReader(path))
+  assert len(back) == 4
+  for a, b in zip(frames, back):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_png_sequence_and_lossy_codec(tmp_path):
+  f = (np.random.default_rng(1).uniform(size=(3, 32, 48, 3)) * 255).astype(np.uint8)
+  with video.VideoWriter(str(tmp_path / "seq"), 30, (48, 32), "png-seq") as w:
+    for x in f:
+      w.write(x)
+  assert sorted(os.listdir(tmp_path / "seq")) == ["000000.png", "000001.png", "000002.png"]
+  with video.VideoWriter(str(tmp_path / "lossy.avi"), 30, (48, 32), "mjpg") as w:
+    for x in f:
+      w.write(x)
+  back = np.stack(list(video.VideoReader(str(tmp_path / "lossy.avi"))))
+  assert np.abs(back.astype(int) - f).max() > 8  # Why lossless is the default.
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+  path = str(tmp_path / "out.mkv")
+  with pytest.raises(RuntimeError):
+    with video.VideoWriter(path, 30, (32, 32)) as w:
+      w.write(np.full((32, 32, 3), 7, np.uint8))
+      raise RuntimeError("interrupted")
+  assert os.listdir(tmp_path) == []
+
+
+def test_bad_inputs(tmp_path):
+  with pytest.raises(FileNotFoundError, match="input not found"):
+    video.VideoReader(str(tmp_path / "missing.mp4"))
+  junk = tmp_path / "junk.mp4"
+  junk.write_bytes(os.urandom(4096))
+  with pytest.raises(ValueError, match="not a video|zero decodable frames"):
+    video.VideoReader(str(junk))
+  empty = tmp_path / "empty.mp4"
+  empty.write_bytes(b"")
+  with pytest.raises(ValueError):
+    video.VideoReader(str(empty))
+  with pytest.raises(ValueError, match="unknown codec"):
+    video.VideoWriter(str(tmp_path / "x.mkv"), 30, (8, 8), "h265")
+  afile = tmp_path / "afile"
+  afile.write_text("x")
+  with pytest.raises(ValueError, match="cannot create output directory"):
+    video.VideoWriter(str(afile / "sub" / "x.mkv"), 30, (8, 8))
+
+
+def test_to_uint8_rounds():
+  np.testing.assert_array_equal(video.to_uint8(np.array([0.0, 0.499 / 255, 0.51 / 255, 1.2, -0.1])),
+                                [0, 0, 1, 255, 0])

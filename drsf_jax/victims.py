@@ -1,0 +1,287 @@
+"""The Victim interface and registry: authorized models the attack must keep working.
+
+A :class:`Victim` bundles converted weights with three functions (DESIGN.md, "The
+victim interface"):
+
+* ``predict(params, frames, ctx) -> list`` (host): decoded predictions per frame;
+* ``targets(params, frames, ctx) -> pytree``: computed once on the *original* frames:
+  what the attack must preserve plus the fixed geometry its loss needs (crop matrices,
+  normalisation warps, masks); static shapes;
+* ``loss(params, frames, targets) -> (B,)``: per-frame, differentiable in ``frames``,
+  pure ``jnp`` (crops and warps are bilinear sampling with the fixed matrices), so a
+  whole attack step compiles into one ``jax.jit``.
+
+Frames are float32 NHWC RGB in [0, 1]. ``ctx`` is a :class:`FaceContext`: the faces
+chosen on the original frames (``K = max_faces`` per frame, largest first), which the
+landmark and gaze victims need, as the original fixed boxes and landmarks during the attack.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from drsf_jax import checkpoints
+from drsf_jax import detectors
+
+
+@dataclasses.dataclass
+class FaceContext:
+  """Per-batch facts from the original frames (NumPy, static shapes).
+
+  Attributes:
+    boxes: (B, K, 4) chosen face boxes (x1, y1, x2, y2); zeros where invalid.
+    valid: (B, K) bool, False where the frame has fewer than K faces.
+    landmarks5: (B, K, 5, 2) detector landmarks (left eye, right eye, nose, mouth left,
+      mouth right, in image coordinates).
+    scores: (B, K) detector scores.
+    extra: detector-specific arrays, e.g. MTCNN's ``onet_boxes`` (B, K, 4).
+    landmarks68: (B, K, 68, 2) from FAN, or None.
+    camera: ``headpose.Camera`` of the video, or None for the dummy camera.
+  """
+  boxes: np.ndarray
+  valid: np.ndarray
+  landmarks5: np.ndarray
+  scores: np.ndarray
+  extra: dict = dataclasses.field(default_factory=dict)
+  landmarks68: np.ndarray | None = None
+  camera: Any = None
+
+  @property
+  def batch(self) -> int:
+    return self.boxes.shape[0]
+
+
+def context_from_detections(dets: list[dict], k: int = 1) -> FaceContext:
+  """The ``k`` largest faces of each frame's detections as a static-shape context."""
+  b = len(dets)
+  boxes = np.zeros((b, k, 4), np.float32)
+  valid = np.zeros((b, k), bool)
+  lm5 = np.zeros((b, k, 5, 2), np.float32)
+  scores = np.zeros((b, k), np.float32)
+  extra_keys = sorted({key for d in dets for key in d if key not in ("boxes", "scores", "landmarks")})
+  extra = {key: np.zeros((b, k, 4), np.float32) for key in extra_keys}
+  for i, d in enumerate(dets):
+    bx = np.asarray(d["boxes"], np.float32).reshape(-1, 4)
+    order = np.argsort(-(bx[:, 2] - bx[:, 0]) * (bx[:, 3] - bx[:, 1]), kind="stable")[:k]
+    n = len(order)
+    boxes[i, :n] = bx[order]
+    valid[i, :n] = True
+    lm5[i, :n] = np.asarray(d["landmarks"], np.float32).reshape(-1, 5, 2)[order]
+    scores[i, :n] = np.asarray(d["scores"], np.float32)[order]
+    for key in extra_keys:
+      if key in d:
+        extra[key][i, :n] = np.asarray(d[key], np.float32).reshape(-1, 4)[order]
+  return FaceContext(boxes=boxes, valid=valid, landmarks5=lm5, scores=scores, extra=extra)
+
+
+@dataclasses.dataclass
+class Victim:
+  """An authorized model: weights plus predict / targets / loss (see module docstring)."""
+  name: str
+  kind: str  # 'detector' | 'landmarks' | 'gaze'
+  params: Any
+  config: dict
+  meta: dict
+  predict: Callable[..., list]
+  targets: Callable[..., Any]
+  loss: Callable[..., jax.Array]
+
+
+def _kl_binary(p_t, p, eps=1e-6):
+  """KL(p_t || p) for Bernoulli probabilities; 0 when p == p_t."""
+  p = jnp.clip(p, eps, 1 - eps)
+  p_t = jnp.clip(p_t, eps, 1 - eps)
+  return p_t * jnp.log(p_t / p) + (1 - p_t) * jnp.log((1 - p_t) / (1 - p))
+
+
+def _pairwise_iou(a, b):
+  """IoU between (..., A, 4) and (..., K, 4) -> (..., A, K)."""
+  lt = jnp.maximum(a[..., :, None, :2], b[..., None, :, :2])
+  rb = jnp.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
+  inter = jnp.prod(jnp.clip(rb - lt, 0), axis=-1)
+  area_a = jnp.prod(jnp.clip(a[..., 2:] - a[..., :2], 0), axis=-1)
+  area_b = jnp.prod(jnp.clip(b[..., 2:] - b[..., :2], 0), axis=-1)
+  return inter / jnp.maximum(area_a[..., :, None] + area_b[..., None, :] - inter, 1e-9)
+
+
+# ---- RetinaFace -------------------------------------------------------------------------
+
+RETINAFACE_POSITIVE_IOU = 0.35  # Anchors whose original decoded box overlaps a chosen face.
+
+
+def _retinaface_victim(name: str, det: detectors.Detector) -> Victim:
+  from drsf_jax.models import retinaface as rf
+  config = det.config
+
+  @jax.jit
+  def _targets(params, frames, boxes, valid):
+    loc, conf, landm = rf.apply(params, frames, config)
+    priors = rf.pixel_priors(config, frames.shape[1], frames.shape[2])
+    dec, _ = rf.decode(loc, landm, priors, config["variance"])
+    iou = _pairwise_iou(dec, boxes) * valid[:, None, :]
+    pos = (jnp.max(iou, axis=-1) >= RETINAFACE_POSITIVE_IOU).astype(jnp.float32)
+    return {"loc": loc, "score": conf[..., 1], "landm": landm, "pos": pos}
+
+  def targets(params, frames, ctx: FaceContext):
+    return _targets(params, jnp.asarray(frames), jnp.asarray(ctx.boxes), jnp.asarray(ctx.valid))
+
+  def loss(params, frames, t):
+    loc, conf, landm = rf.apply(params, frames, config)
+    per_anchor = (_kl_binary(t["score"], conf[..., 1])
+                  + jnp.mean((loc - t["loc"]) ** 2, axis=-1)
+                  + jnp.mean((landm - t["landm"]) ** 2, axis=-1))
+    return jnp.sum(per_anchor * t["pos"], axis=1) / jnp.maximum(jnp.sum(t["pos"], axis=1), 1.0)
+
+  def predict(params, frames, ctx=None):
+    del ctx
+    return rf.detect(params, np.asarray(frames, np.float32), config)
+
+  return Victim(name, "detector", det.variables, config, det.meta, predict, targets, loss)
+
+
+# ---- MTCNN ------------------------------------------------------------------------------
+
+def _mtcnn_pyramid(h: int, w: int, config) -> list[tuple[int, int]]:
+  from drsf_jax.models import mtcnn
+  return [(int(h * s + 1), int(w * s + 1))
+          for s in mtcnn._pyramid_scales(h, w, config["min_face_size"], config["factor"])]  # pylint: disable=protected-access
+
+
+def _area_resize_full(frames, out_hw):
+  """Whole-frame area resize (B, H, W, C) -> (B, oh, ow, C), as detect's pyramid (differentiable)."""
+  from drsf_jax.models import mtcnn
+  _, h, w, _ = frames.shape
+  oh, ow = out_hw
+  rows, kh = mtcnn._area_matrix(jnp.zeros((), jnp.int32), jnp.asarray(h, jnp.int32), h, oh)  # pylint: disable=protected-access
+  cols, kw = mtcnn._area_matrix(jnp.zeros((), jnp.int32), jnp.asarray(w, jnp.int32), w, ow)  # pylint: disable=protected-access
+  t = jnp.einsum("iy,byxc->bixc", rows, frames) / kh[None, :, None, None]
+  return jnp.einsum("jx,bixc->bijc", cols, t) / kw[None, None, :, None]
+
+
+def _mtcnn_victim(name: str, det: detectors.Detector) -> Victim:
+  """MTCNN: ONet on the boxes it saw on the original + PNet on every pyramid level.
+
+  ONet terms keep the final score, box calibration and landmarks; PNet terms keep the
+  proposal map where the original had proposals (without them a pixelated face may
+  never be proposed again).
+  """
+  from drsf_jax.models import mtcnn
+  config = det.config
+
+  def _pnet_maps(params, frames):
+    out = []
+    for hw in _mtcnn_pyramid(frames.shape[1], frames.shape[2], config):
+      level = _area_resize_full(frames * 255.0, hw)
+      reg, prob = mtcnn._MODULES["pnet"].apply(params["pnet"], (level - mtcnn.PIXEL_MEAN) * mtcnn.PIXEL_SCALE)  # pylint: disable=protected-access
+      out.append((reg, prob[..., 1]))
+    return out
+
+  @jax.jit
+  def _targets(params, frames, onet_boxes, valid):
+    score, reg, lms = mtcnn.onet_on_boxes(params, frames, onet_boxes)
+    maps = _pnet_maps(params, frames)
+    thr = config["thresholds"][0]
+    return {"score": score, "reg": reg, "lms": lms, "valid": valid.astype(jnp.float32),
+            "onet_boxes": onet_boxes,
+            "pnet": [{"reg": r, "prob": p, "pos": (p >= thr * 0.5).astype(jnp.float32)} for r, p in maps]}
+
+  def targets(params, frames, ctx: FaceContext):
+    boxes = ctx.extra.get("onet_boxes", ctx.boxes)
+    return _targets(params, jnp.asarray(frames), jnp.asarray(boxes), jnp.asarray(ctx.valid))
+
+  def loss(params, frames, t):
+    score, reg, lms = mtcnn.onet_on_boxes(params, frames, t["onet_boxes"])
+    size = jnp.maximum(t["onet_boxes"][..., 2] - t["onet_boxes"][..., 0], 1.0)
+    per_face = (_kl_binary(t["score"], score) + jnp.mean((reg - t["reg"]) ** 2, axis=-1)
+                + jnp.mean(((lms - t["lms"]) / size[..., None, None]) ** 2, axis=(-2, -1)))
+    onet = jnp.sum(per_face * t["valid"], axis=1) / jnp.maximum(jnp.sum(t["valid"], axis=1), 1.0)
+    pn_sum = 0.0
+    pn_cnt = 0.0
+    for (r, p), tt in zip(_pnet_maps(params, frames), t["pnet"]):
+      term = _kl_binary(tt["prob"], p) + jnp.mean((r - tt["reg"]) ** 2, axis=-1)
+      pn_sum = pn_sum + jnp.sum(term * tt["pos"], axis=(1, 2))
+      pn_cnt = pn_cnt + jnp.sum(tt["pos"], axis=(1, 2))
+    return onet + pn_sum / jnp.maximum(pn_cnt, 1.0)
+
+  def predict(params, frames, ctx=None):
+    del ctx
+    return mtcnn.detect(params, np.asarray(frames, np.float32), config)
+
+  return Victim(name, "detector", det.variables, config, det.meta, predict, targets, loss)
+
+
+# ---- FAN --------------------------------------------------------------------------------
+
+def _fan_victim(variables, meta) -> Victim:
+  from drsf_jax.models import fan
+  config = dict(fan.DEFAULT_CONFIGS["fan"])
+  config.update(meta.get("config", {}))
+  res = int(config["resolution"])
+
+  def _geometry(boxes):
+    b, k = boxes.shape[:2]
+    center, scale = fan.crop_transform(boxes.reshape(b * k, 4), config["reference_scale"],
+                                       config["center_y_offset"])
+    m = fan.crop_matrix(center, scale, res, config["scale_factor"])
+    return center, scale, m
+
+  def _crops(frames, m, k):
+    reps = jnp.repeat(frames, k, axis=0)
+    return fan.crop(reps, m, res)
+
+  @jax.jit
+  def _targets(params, frames, boxes, valid):
+    center, scale, m = _geometry(boxes)
+    hm = fan.apply(params, _crops(frames, m, boxes.shape[1]), config)
+    return {"heatmaps": hm, "matrices": m, "center": center, "scale": scale,
+            "valid": valid.astype(jnp.float32)}
+
+  def targets(params, frames, ctx: FaceContext):
+    return _targets(params, jnp.asarray(frames), jnp.asarray(ctx.boxes), jnp.asarray(ctx.valid))
+
+  def loss(params, frames, t):
+    b, k = t["valid"].shape
+    hm = fan.apply(params, _crops(frames, t["matrices"], k), config)
+    per_face = jnp.mean((hm - t["heatmaps"]) ** 2, axis=(1, 2, 3)).reshape(b, k)
+    return jnp.sum(per_face * t["valid"], axis=1) / jnp.maximum(jnp.sum(t["valid"], axis=1), 1.0)
+
+  @jax.jit
+  def _predict(params, frames, boxes):
+    b, k = boxes.shape[:2]
+    center, scale, m = _geometry(boxes)
+    hm = fan.apply(params, _crops(frames, m, k), config)
+    return fan.decode_heatmaps(hm, center, scale, config["scale_factor"]).reshape(b, k, 68, 2)
+
+  def predict(params, frames, ctx: FaceContext):
+    lms = np.asarray(_predict(params, jnp.asarray(frames), jnp.asarray(ctx.boxes)))
+    return [[lms[i, j] for j in range(lms.shape[1]) if ctx.valid[i, j]] for i in range(lms.shape[0])]
+
+  return Victim("fan", "landmarks", variables, config, meta, predict, targets, loss)
+
+
+# ---- registry ---------------------------------------------------------------------------
+
+ALIGNMENTS = ("fan", "none")
+GAZE_MODELS = ("MPIIGaze", "MPIIFaceGaze", "ETH-XGaze", "none")
+
+
+def load_victim(name: str, weights_dir: str | None = None) -> Victim:
+  """Loads an authorized model by its CLI name; errors are one line and name the fix."""
+  if name in detectors.DETECTORS:
+    det = detectors.load_detector(name, weights_dir)
+    return (_mtcnn_victim if name == "mtcnn" else _retinaface_victim)(name, det)
+  if name == "fan":
+    from drsf_jax.models import fan
+    variables, meta = checkpoints.load("fan", weights_dir)
+    checkpoints.check_tree(fan.expected_variables("fan", meta.get("config")), variables,
+                           what=checkpoints.weights_path("fan", weights_dir))
+    return _fan_victim(variables, meta)
+  if name in GAZE_MODELS[:-1]:
+    from drsf_jax import gaze_victims  # pylint: disable=import-outside-toplevel
+    return gaze_victims.load(name, weights_dir)
+  raise ValueError(f"unknown model {name!r}; detectors: {', '.join(detectors.DETECTORS)}; "
+                   f"alignment: fan; gaze: {', '.join(GAZE_MODELS[:-1])}")

@@ -1,0 +1,127 @@
+"""The attack catalogue on a real victim (RetinaFace-mnet, shared weights) and real frames."""
+
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import read_frames, shared_file
+from drsf_jax import attacks
+from drsf_jax import obfuscation
+from drsf_jax import victims
+
+ITERS = 4
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  """RetinaFace victim, 2 real 128x128 frames, their targets and pixelated versions."""
+  pytest.importorskip("torch")
+  import cv2
+  from weights_conversion import registry
+  src = shared_file("weights", "retinaface_mobilenet0.25.pth")
+  wdir = str(tmp_path_factory.mktemp("weights"))
+  registry.convert("retinaface", src, wdir)
+  v = victims.load_victim("retinaface", wdir)
+  frames = read_frames(shared_file("data", "talking_head_a.mp4"), 2)
+  frames = np.stack([cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA) for f in frames])
+  frames = frames.astype(np.float32) / 255
+  ctx = victims.context_from_detections(v.predict(v.params, frames), 1)
+  assert ctx.valid.all(), "the face must be detected on the original frames"
+  t = v.targets(v.params, frames, ctx)
+  regions = [obfuscation.face_regions(ctx.boxes[i], frames.shape[1:3]) for i in range(2)]
+  x_obf = jnp.asarray(obfuscation.obfuscate(frames, regions, "pixelate_8"))
+  loss_fn = lambda x: v.loss(v.params, x, t)
+  return v, x_obf, loss_fn, t
+
+
+def _run(attack, loss_fn, x_obf, iters=ITERS):
+  return jax.jit(lambda x: attacks.optimize(loss_fn, x, attack, iters))(x_obf)
+
+
+@pytest.fixture(scope="module")
+def grad_fn(setup):
+  """One compiled gradient of the real loss, shared by the whole catalogue."""
+  _, _, loss_fn, _ = setup
+  return jax.jit(jax.grad(lambda x: jnp.sum(loss_fn(x))))
+
+
+@pytest.mark.parametrize("name", attacks.ATTACKS)
+def test_each_attack_projects_and_lowers_a_real_loss(setup, grad_fn, name):
+  _, x_obf, loss_fn, _ = setup
+  attack = attacks.make_attack(name)
+  before = np.asarray(loss_fn(x_obf))
+  assert (before > 1e-3).all()
+  x, state = x_obf, attack.tx.init(x_obf)
+  for _ in range(ITERS):
+    point = x if attack.lookahead is None else attack.lookahead(x, state)
+    updates, state = attack.tx.update(grad_fn(point), state, x)
+    x = x + updates
+    # The projection holds after every step.
+    assert float(jnp.abs(x - x_obf).max()) <= attacks.DEFAULT_EPS + 1e-6
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+  after = np.asarray(loss_fn(x))
+  assert (after < before).all(), (name, before, after)
+
+
+def test_mi_fgsm_momentum_changes_the_trajectory(setup):
+  _, x_obf, loss_fn, _ = setup
+  plain = _run(attacks.make_attack("i-fgsm"), loss_fn, x_obf, 6).frames
+  mi = _run(attacks.make_attack("mi-fgsm", momentum=1.0), loss_fn, x_obf, 6).frames
+  mi0 = _run(attacks.make_attack("mi-fgsm", momentum=0.0), loss_fn, x_obf, 6).frames
+  assert float(jnp.abs(mi - plain).max()) > 0.5 / 255
+  # With momentum 0, MI-FGSM's step is sign(g / |g|_1) = sign(g): exactly I-FGSM.
+  np.testing.assert_allclose(np.asarray(mi0), np.asarray(plain), atol=1e-6)
+
+
+def test_pgd_starts_randomly_and_is_seeded(setup):
+  _, x_obf, loss_fn, _ = setup
+  a = _run(attacks.make_attack("pgd", seed=1), loss_fn, x_obf, 1).frames
+  b = _run(attacks.make_attack("pgd", seed=1), loss_fn, x_obf, 1).frames
+  c = _run(attacks.make_attack("pgd", seed=2), loss_fn, x_obf, 1).frames
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert float(jnp.abs(a - c).max()) > 1 / 255
+
+
+def test_step_is_traced_once_per_shape_and_frames_stop_independently(setup):
+  v, x_obf, loss_fn, _ = setup
+  attack = attacks.make_attack("rmsprop")
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def run(x, thr):
+    return attacks.optimize(loss_fn, x, attack, 6, thr)
+
+  before = np.asarray(loss_fn(x_obf))
+  lo, hi = int(np.argmin(before)), int(np.argmax(before))
+  assert before[hi] > before[lo] * 1.01
+  # A threshold between the two frames' losses: the lower one is done before any step
+  # and must not move, the other keeps going.
+  thr = jnp.asarray([(before[lo] + before[hi]) / 2])
+  r = run(x_obf, thr)
+  r2 = run(x_obf, thr * 0.5)  # Same shapes: no retrace.
+  np.testing.assert_array_equal(np.asarray(r.frames[lo]), np.asarray(x_obf[lo]))
+  assert int(r.iterations[lo]) == 0 and int(r.iterations[hi]) >= 1
+  assert int(r.stage[lo]) == 1
+  assert (np.asarray(r2.iterations) >= 1).all()
+
+
+def test_thresholds_do_not_depend_on_batch_size(setup):
+  v, x_obf, loss_fn, t = setup
+  t1 = jax.tree_util.tree_map(lambda a: a[:1], t)
+  attack = attacks.make_attack("i-fgsm")
+  thr = jnp.asarray([0.5 * float(loss_fn(x_obf)[0])])
+  one = jax.jit(lambda x: attacks.optimize(lambda y: v.loss(v.params, y, t1), x, attack, 3, thr))(x_obf[:1])
+  two = jax.jit(lambda x: attacks.optimize(loss_fn, x, attack, 3, thr))(x_obf)
+  np.testing.assert_allclose(np.asarray(one.frames[0]), np.asarray(two.frames[0]), atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"name": "fgsm-x"}, "unknown attack"), ({"name": "i-fgsm", "eps": 0.0}, "eps"),
+    ({"name": "i-fgsm", "eps": 1.5}, "eps"), ({"name": "adam", "lr": -1.0}, "lr"),
+])
+def test_bad_attack_settings(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    attacks.make_attack(**kwargs)

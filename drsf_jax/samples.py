@@ -9,7 +9,7 @@ def astronaut() -> np.ndarray:
   return data.astronaut()
 
 
-def astronaut_clip(num_frames: int = 60, size: int = 384, seed: int = 0) -> np.ndarray:
+def astronaut_clip(num_frames: int = 60, size: int = 256, seed: int = 0) -> np.ndarray:
   """An embedded driver-like clip: the astronaut photo slowly moved, rotated and zoomed.
 
   Built on the fly from ``skimage.data.astronaut()`` (about 2 s at 30 fps) so that the
@@ -30,3 +30,13 @@ def astronaut_clip(num_frames: int = 60, size: int = 384, seed: int = 0) -> np.n
     frame = cv2.warpAffine(img, m, (512, 512), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     frames.append(cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA))
   return np.stack(frames)
+
+
+def write_astronaut_clip(path: str, num_frames: int = 60, size: int = 256, fps: float = 30.0) -> str:
+  """Writes :func:`astronaut_clip` losslessly to ``path`` (FFV1) and returns the path."""
+  from drsf_jax import video
+  frames = astronaut_clip(num_frames, size)
+  with video.VideoWriter(path, fps, (size, size), "ffv1") as w:
+    for f in frames:
+      w.write(f)
+  return path

@@ -89,6 +89,9 @@ class Victim:
   predict: Callable[..., list]
   targets: Callable[..., Any]
   loss: Callable[..., jax.Array]
+  # Adds this victim's predictions on the originals to the context for later victims
+  # (FAN's 68 landmarks feed the gaze victims' head pose). None for most victims.
+  annotate: Callable[..., None] | None = None
 
 
 def _kl_binary(p_t, p, eps=1e-6):
@@ -260,7 +263,10 @@ def _fan_victim(variables, meta) -> Victim:
     lms = np.asarray(_predict(params, jnp.asarray(frames), jnp.asarray(ctx.boxes)))
     return [[lms[i, j] for j in range(lms.shape[1]) if ctx.valid[i, j]] for i in range(lms.shape[0])]
 
-  return Victim("fan", "landmarks", variables, config, meta, predict, targets, loss)
+  def annotate(params, frames, ctx: FaceContext):
+    ctx.landmarks68 = np.asarray(_predict(params, jnp.asarray(frames), jnp.asarray(ctx.boxes)))
+
+  return Victim("fan", "landmarks", variables, config, meta, predict, targets, loss, annotate)
 
 
 # ---- registry ---------------------------------------------------------------------------

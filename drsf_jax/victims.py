@@ -127,7 +127,8 @@ def _retinaface_victim(name: str, det: detectors.Detector) -> Victim:
     dec, _ = rf.decode(loc, landm, priors, config["variance"])
     iou = _pairwise_iou(dec, boxes) * valid[:, None, :]
     pos = (jnp.max(iou, axis=-1) >= RETINAFACE_POSITIVE_IOU).astype(jnp.float32)
-    return {"loc": loc, "score": conf[..., 1], "landm": landm, "pos": pos}
+    # Anchors count by their original face score: the confident ones make the detection.
+    return {"loc": loc, "score": conf[..., 1], "landm": landm, "pos": pos * conf[..., 1]}
 
   def targets(params, frames, ctx: FaceContext):
     return _targets(params, jnp.asarray(frames), jnp.asarray(ctx.boxes), jnp.asarray(ctx.valid))

@@ -125,3 +125,15 @@ def test_thresholds_do_not_depend_on_batch_size(setup):
 def test_bad_attack_settings(kwargs, match):
   with pytest.raises(ValueError, match=match):
     attacks.make_attack(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["adam", "ni-fgsm"])
+def test_host_loop_matches_while_loop(setup, name):
+  _, x_obf, loss_fn, _ = setup
+  attack = attacks.make_attack(name)
+  thr = jnp.asarray([0.9 * float(jnp.max(loss_fn(x_obf)))])
+  a = jax.jit(lambda x: attacks.optimize(loss_fn, x, attack, 5, thr))(x_obf)
+  b = attacks.optimize_host(loss_fn, x_obf, attack, 5, thr)
+  np.testing.assert_allclose(np.asarray(a.frames), np.asarray(b.frames), atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(a.iterations), np.asarray(b.iterations))
+  np.testing.assert_allclose(np.asarray(a.losses), np.asarray(b.losses), rtol=1e-5)

@@ -134,6 +134,7 @@ def test_host_loop_matches_while_loop(setup, name):
   thr = jnp.asarray([0.9 * float(jnp.max(loss_fn(x_obf)))])
   a = jax.jit(lambda x: attacks.optimize(loss_fn, x, attack, 5, thr))(x_obf)
   b = attacks.optimize_host(loss_fn, x_obf, attack, 5, thr)
-  np.testing.assert_allclose(np.asarray(a.frames), np.asarray(b.frames), atol=1e-6)
+  # Two XLA programs may fuse differently; float noise stays far below one grey level.
+  np.testing.assert_allclose(np.asarray(a.frames), np.asarray(b.frames), atol=2e-4)
   np.testing.assert_array_equal(np.asarray(a.iterations), np.asarray(b.iterations))
   np.testing.assert_allclose(np.asarray(a.losses), np.asarray(b.losses), rtol=1e-5)

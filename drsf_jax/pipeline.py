@@ -31,7 +31,7 @@ from drsf_jax import victims as victims_lib
 REPORT_SCHEMA = "drsf-jax/deid-report/1"
 
 # Per-frame stopping thresholds of the cascade, per victim kind (the loss scales differ).
-DEFAULT_THRESHOLDS = {"retinaface": 0.02, "retinaface_r50": 0.02, "mtcnn": 0.01,
+DEFAULT_THRESHOLDS = {"retinaface": 0.02, "retinaface_r50": 0.02, "mtcnn": 0.1,
                       "fan": 1e-5, "MPIIGaze": 1e-4, "MPIIFaceGaze": 1e-4, "ETH-XGaze": 1e-4}
 
 

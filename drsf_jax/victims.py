@@ -166,12 +166,16 @@ def _area_resize_full(frames, out_hw):
   return jnp.einsum("jx,bixc->bijc", cols, t) / kw[None, None, :, None]
 
 
-def _mtcnn_victim(name: str, det: detectors.Detector) -> Victim:
-  """MTCNN: ONet on the boxes it saw on the original + PNet on every pyramid level.
+MTCNN_PIXEL_SCALE = 2.0  # Pixel errors are measured in units of 2 px (a 2 px error costs 1).
 
-  ONet terms keep the final score, box calibration and landmarks; PNet terms keep the
-  proposal map where the original had proposals (without them a pixelated face may
-  never be proposed again).
+
+def _mtcnn_victim(name: str, det: detectors.Detector) -> Victim:
+  """MTCNN: each stage on the boxes it saw on the original frame.
+
+  ONet (final score, box calibration, landmarks) and RNet (score, calibration) on their
+  original crops, in pixel units, plus PNet on every pyramid level where the original
+  had proposals (without it a pixelated face may never be proposed again). Matching all
+  three stages keeps the whole cascade on the original's path.
   """
   from drsf_jax.models import mtcnn
   config = det.config
@@ -184,32 +188,43 @@ def _mtcnn_victim(name: str, det: detectors.Detector) -> Victim:
       out.append((reg, prob[..., 1]))
     return out
 
+  def _stages(params, frames, onet_boxes, rnet_boxes):
+    o_score, o_reg, o_lms = mtcnn.onet_on_boxes(params, frames, onet_boxes)
+    r_score, r_reg = mtcnn.rnet_on_boxes(params, frames, rnet_boxes)
+    return {"o_score": o_score, "o_reg": o_reg, "o_lms": o_lms, "r_score": r_score, "r_reg": r_reg}
+
   @jax.jit
-  def _targets(params, frames, onet_boxes, valid):
-    score, reg, lms = mtcnn.onet_on_boxes(params, frames, onet_boxes)
-    maps = _pnet_maps(params, frames)
+  def _targets(params, frames, onet_boxes, rnet_boxes, valid):
+    t = _stages(params, frames, onet_boxes, rnet_boxes)
     thr = config["thresholds"][0]
-    return {"score": score, "reg": reg, "lms": lms, "valid": valid.astype(jnp.float32),
-            "onet_boxes": onet_boxes,
-            "pnet": [{"reg": r, "prob": p, "pos": (p >= thr * 0.5).astype(jnp.float32)} for r, p in maps]}
+    t["pnet"] = [{"reg": r, "prob": p, "pos": (p >= thr * 0.5).astype(jnp.float32)}
+                 for r, p in _pnet_maps(params, frames)]
+    t.update(valid=valid.astype(jnp.float32), onet_boxes=onet_boxes, rnet_boxes=rnet_boxes)
+    return t
 
   def targets(params, frames, ctx: FaceContext):
-    boxes = ctx.extra.get("onet_boxes", ctx.boxes)
-    return _targets(params, jnp.asarray(frames), jnp.asarray(boxes), jnp.asarray(ctx.valid))
+    onet = ctx.extra.get("onet_boxes", ctx.boxes)
+    rnet = ctx.extra.get("rnet_boxes", onet)
+    return _targets(params, jnp.asarray(frames), jnp.asarray(onet), jnp.asarray(rnet),
+                    jnp.asarray(ctx.valid))
 
   def loss(params, frames, t):
-    score, reg, lms = mtcnn.onet_on_boxes(params, frames, t["onet_boxes"])
-    size = jnp.maximum(t["onet_boxes"][..., 2] - t["onet_boxes"][..., 0], 1.0)
-    per_face = (_kl_binary(t["score"], score) + jnp.mean((reg - t["reg"]) ** 2, axis=-1)
-                + jnp.mean(((lms - t["lms"]) / size[..., None, None]) ** 2, axis=(-2, -1)))
-    onet = jnp.sum(per_face * t["valid"], axis=1) / jnp.maximum(jnp.sum(t["valid"], axis=1), 1.0)
+    s = _stages(params, frames, t["onet_boxes"], t["rnet_boxes"])
+    def side(boxes):
+      return (boxes[..., 2] - boxes[..., 0] + 1)[..., None]
+    o_px = (s["o_reg"] - t["o_reg"]) * side(t["onet_boxes"]) / MTCNN_PIXEL_SCALE
+    r_px = (s["r_reg"] - t["r_reg"]) * side(t["rnet_boxes"]) / MTCNN_PIXEL_SCALE
+    l_px = (s["o_lms"] - t["o_lms"]) / MTCNN_PIXEL_SCALE
+    per_face = (_kl_binary(t["o_score"], s["o_score"]) + _kl_binary(t["r_score"], s["r_score"])
+                + jnp.mean(o_px ** 2, -1) + jnp.mean(r_px ** 2, -1) + jnp.mean(l_px ** 2, (-2, -1)))
+    staged = jnp.sum(per_face * t["valid"], axis=1) / jnp.maximum(jnp.sum(t["valid"], axis=1), 1.0)
     pn_sum = 0.0
     pn_cnt = 0.0
     for (r, p), tt in zip(_pnet_maps(params, frames), t["pnet"]):
       term = _kl_binary(tt["prob"], p) + jnp.mean((r - tt["reg"]) ** 2, axis=-1)
       pn_sum = pn_sum + jnp.sum(term * tt["pos"], axis=(1, 2))
       pn_cnt = pn_cnt + jnp.sum(tt["pos"], axis=(1, 2))
-    return onet + pn_sum / jnp.maximum(pn_cnt, 1.0)
+    return staged + pn_sum / jnp.maximum(pn_cnt, 1.0)
 
   def predict(params, frames, ctx=None):
     del ctx

@@ -341,6 +341,19 @@ def onet_on_boxes(variables, frames: jax.Array, boxes: jax.Array, resample: str 
   return prob[:, 1].reshape(b, k), reg.reshape(b, k, 4), lms
 
 
+@jax.jit
+def rnet_on_boxes(variables, frames: jax.Array, boxes: jax.Array):
+  """RNet on fixed boxes (area crops, 24x24): ``scores (B, K)``, ``box_reg (B, K, 4)``.
+
+  Static shapes, differentiable in ``frames``; ``boxes`` are ``detect()``'s ``rnet_boxes``.
+  """
+  b, k = boxes.shape[:2]
+  crops = crop_area(frames * 255.0, boxes, INPUT_SIZES["rnet"])
+  x = ((crops - PIXEL_MEAN) * PIXEL_SCALE).reshape((b * k,) + crops.shape[2:])
+  reg, prob = _MODULES["rnet"].apply(_net_vars(variables, "rnet"), x)
+  return prob[:, 1].reshape(b, k), reg.reshape(b, k, 4)
+
+
 def calibrate(boxes, box_reg):
   """Applies a box regression as ``bbreg``: ``box + reg * (x2 - x1 + 1, y2 - y1 + 1)``."""
   w = boxes[..., 2] - boxes[..., 0] + 1
@@ -537,8 +550,10 @@ def detect(variables, frames, config: Mapping[str, Any] | None = None
     ``boxes (N, 4)`` x1y1x2y2 in pixels, ``scores (N,)`` (ONet face probability),
     ``landmarks (N, 5, 2)`` (x, y of the two eyes, nose, two mouth corners; image-left
     eye/corner first),
-    and ``onet_boxes (N, 4)``: the (float) boxes ONet saw, to pass to
-    :func:`onet_on_boxes` (``boxes == calibrate(onet_boxes, box_reg)``).
+    ``onet_boxes (N, 4)``: the (float) boxes ONet saw, to pass to
+    :func:`onet_on_boxes` (``boxes == calibrate(onet_boxes, box_reg)``), and
+    ``rnet_boxes (N, 4)``: the boxes RNet saw for those faces (``onet_boxes ==
+    rerec(calibrate(rnet_boxes, rnet_reg))``), for :func:`rnet_on_boxes`.
   """
   cfg = _config(config)
   pix = _as_pixels(frames)
@@ -583,16 +598,19 @@ def detect(variables, frames, config: Mapping[str, Any] | None = None
   reg_all, prob_all = _crops_through(variables, rnet_apply, integrals, stage1, w, h, 24,
                                       (4, 2))
   stage2 = []
+  rnet_src = []  # Per frame: for each stage-2 box, the (float) box RNet saw.
   for f in range(n_frames):
     b, reg, prob = stage1[f], reg_all[f], prob_all[f]
     if b.shape[0] == 0:
       stage2.append(b)
+      rnet_src.append(np.zeros((0, 4), _F32))
       continue
     score = prob[:, 1]
     ok = score > thr[1]
     b = np.concatenate([b[ok, :4], score[ok, None]], axis=1)
     reg = reg[ok]
     keep = nms_iou(b[:, :4], b[:, 4], nms_rnet)
+    rnet_src.append(np.asarray(b[keep, :4], _F32).reshape(-1, 4))
     stage2.append(_rerec(_bbreg(b[keep], reg[keep])))
 
   # Stage 3: ONet on 48x48 crops, landmarks, calibration, "Min" NMS.
@@ -602,11 +620,12 @@ def detect(variables, frames, config: Mapping[str, Any] | None = None
     b, reg, pts, prob = stage2[f], outs[0][f], outs[1][f], outs[2][f]
     if b.shape[0] == 0:
       results.append(_frame_result(np.zeros((0, 5), _F32), np.zeros((0, 5, 2), _F32),
-                                   np.zeros((0, 4), _F32)))
+                                   np.zeros((0, 4), _F32), np.zeros((0, 4), _F32)))
       continue
     score = prob[:, 1]
     ok = score > thr[2]
     onet_boxes = b[ok, :4]
+    rnet_boxes = rnet_src[f][ok]
     b = np.concatenate([onet_boxes, score[ok, None]], axis=1)
     pts = pts[ok]
     wi = b[:, 2] - b[:, 0] + 1
@@ -616,7 +635,7 @@ def detect(variables, frames, config: Mapping[str, Any] | None = None
     lms = np.stack([px, py], axis=-1)
     b = _bbreg(b, reg[ok])
     keep = nms_min(b[:, :4], b[:, 4], nms_onet)
-    results.append(_frame_result(b[keep], lms[keep], onet_boxes[keep]))
+    results.append(_frame_result(b[keep], lms[keep], onet_boxes[keep], rnet_boxes[keep]))
   return results
 
 
@@ -649,7 +668,8 @@ def _crops_through(variables, fn, integrals, stage, w: int, h: int, size: int,
   return per_output
 
 
-def _frame_result(b: np.ndarray, lms: np.ndarray, onet_boxes: np.ndarray) -> dict:
+def _frame_result(b: np.ndarray, lms: np.ndarray, onet_boxes: np.ndarray,
+                  rnet_boxes: np.ndarray) -> dict:
   """Sorts one frame's faces by decreasing area (``select_largest=True``)."""
   area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
   order = np.argsort(area)[::-1]
@@ -658,6 +678,7 @@ def _frame_result(b: np.ndarray, lms: np.ndarray, onet_boxes: np.ndarray) -> dic
       "scores": np.ascontiguousarray(b[order, 4], _F32),
       "landmarks": np.ascontiguousarray(lms[order], _F32).reshape(-1, 5, 2),
       "onet_boxes": np.ascontiguousarray(onet_boxes[order], _F32).reshape(-1, 4),
+      "rnet_boxes": np.ascontiguousarray(rnet_boxes[order], _F32).reshape(-1, 4),
   }
 
 

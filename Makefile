@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV)/bin/pip install $(PIP_FLAGS) -e . torch==2.13.0
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e . torch==2.13.0 safetensors
 	$(VENV)/bin/pip install $(PIP_FLAGS) --no-deps facenet-pytorch==2.6.0
 	touch $@
 

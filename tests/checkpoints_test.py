@@ -87,7 +87,7 @@ def _toy_module():
 
 
 @pytest.mark.parametrize("layout", ["plain", "model", "state_dict", "module_prefix", "legacy",
-                                    "torchscript"])
+                                    "torchscript", "safetensors"])
 def test_load_state_dict_reads_every_published_layout(tmp_path, layout):
   m = _toy_module()
   sd = m.state_dict()
@@ -104,6 +104,10 @@ def test_load_state_dict_reads_every_published_layout(tmp_path, layout):
     torch.save(sd, path, _use_new_zipfile_serialization=False)
   elif layout == "torchscript":
     torch.jit.save(torch.jit.trace(m.eval(), torch.randn(1, 3, 3, 3)), path)
+  elif layout == "safetensors":
+    st = pytest.importorskip("safetensors.torch")
+    path = str(tmp_path / "ckpt.safetensors")
+    st.save_file({k: v.contiguous() for k, v in sd.items()}, path)
   got = common.load_state_dict(path)
   assert set(got) == set(sd)
   for k, v in sd.items():

@@ -2,8 +2,8 @@
 
 ``load_state_dict`` accepts every format the upstream projects publish: a plain state
 dict, ``{'model': sd}``, ``{'state_dict': sd}``, ``{'net': sd}``, keys prefixed by
-``module.`` (DataParallel), legacy (non-zip) and zip ``torch.save`` files, and
-TorchScript archives (``torch.jit.save``, as 2DFAN-4 is published).
+``module.`` (DataParallel), legacy (non-zip) and zip ``torch.save`` files,
+TorchScript archives (``torch.jit.save``, as 2DFAN-4 is published) and ``.safetensors``.
 
 ``StateDict`` hands tensors out under the generic rules (conv OIHW -> HWIO, linear
 transpose, BatchNorm running statistics into ``batch_stats``, PReLU slopes) and keeps
@@ -38,6 +38,13 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
 
   if not os.path.isfile(path):
     raise ConversionError(f"checkpoint not found: {path}")
+  if path.endswith(".safetensors"):  # Newer ptgaze releases publish safetensors.
+    try:
+      from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+      sd = load_file(path)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ConversionError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    return {(k[len("module."):] if k.startswith("module.") else k): np.asarray(v) for k, v in sd.items()}
   obj: Any
   try:
     if _is_torchscript(path):

@@ -237,7 +237,8 @@ def build(model: str, config: Mapping[str, Any] | None = None) -> nn.Module:
     raise ValueError(f"unknown gaze model {model!r}; known: {', '.join(DEFAULT_CONFIGS)}")
   config = DEFAULT_CONFIGS[model] if config is None else config
   if config.get("arch") != _ARCH_OF_MODEL[model]:
-    raise ValueError(f"{model} needs arch {_ARCH_OF_MODEL[model]!r}, config has {config.get('arch')!r}")
+    raise ValueError(f"{model} needs arch {_ARCH_OF_MODEL[model]!r}, "
+                     f"config has {config.get('arch')!r}")
   return _module_from_config(config)
 
 

@@ -33,7 +33,7 @@ class FaceContext:
   """Per-batch facts from the original frames (NumPy, static shapes).
 
   Attributes:
-    boxes: (B, K, 4) chosen face boxes (x1, y1, x2, y2); zeros where invalid.
+    boxes: (B, K, 4) chosen face boxes (x1, y1, x2, y2); a placeholder where invalid.
     valid: (B, K) bool, False where the frame has fewer than K faces.
     landmarks5: (B, K, 5, 2) detector landmarks (left eye, right eye, nose, mouth left,
       mouth right, in image coordinates).
@@ -55,15 +55,22 @@ class FaceContext:
     return self.boxes.shape[0]
 
 
+_PLACEHOLDER_BOX = np.array([8.0, 8.0, 72.0, 88.0], np.float32)
+_PLACEHOLDER_LM5 = np.array([[28, 40], [52, 40], [40, 55], [30, 70], [50, 70]], np.float32)
+
+
 def context_from_detections(dets: list[dict], k: int = 1) -> FaceContext:
   """The ``k`` largest faces of each frame's detections as a static-shape context."""
   b = len(dets)
-  boxes = np.zeros((b, k, 4), np.float32)
+  # Empty slots hold a harmless placeholder face (finite crop and warp geometry); their
+  # losses are masked out by ``valid``. Zeros would give a zero crop scale, hence NaNs
+  # that even a mask cannot stop from reaching the gradient.
+  boxes = np.tile(_PLACEHOLDER_BOX, (b, k, 1))
   valid = np.zeros((b, k), bool)
-  lm5 = np.zeros((b, k, 5, 2), np.float32)
+  lm5 = np.tile(_PLACEHOLDER_LM5, (b, k, 1, 1))
   scores = np.zeros((b, k), np.float32)
   extra_keys = sorted({key for d in dets for key in d if key not in ("boxes", "scores", "landmarks")})
-  extra = {key: np.zeros((b, k, 4), np.float32) for key in extra_keys}
+  extra = {key: np.tile(_PLACEHOLDER_BOX, (b, k, 1)) for key in extra_keys}
   for i, d in enumerate(dets):
     bx = np.asarray(d["boxes"], np.float32).reshape(-1, 4)
     order = np.argsort(-(bx[:, 2] - bx[:, 0]) * (bx[:, 3] - bx[:, 1]), kind="stable")[:k]

@@ -59,4 +59,7 @@ def run(main: Callable[[list[str]], None]):
       print(f"error: {msg}", file=sys.stderr)
       sys.exit(1)
 
+  # absl logs at INFO by default, which floods the console with JAX's backend probing;
+  # WARNING keeps what a user needs. --verbosity=0 (or -v 0) restores INFO.
+  flags.FLAGS.set_default("verbosity", -1)
   app.run(wrapped)

@@ -120,6 +120,27 @@ class Deidentifier:
       raise ValueError(f"loop must be 'host' or 'while', got {loop!r}")
     self.camera = None  # Set per video (frame size, optional calibration).
 
+  def shard(self, tree):
+    """Places batch-leading arrays across local devices (a 1-D mesh over frames).
+
+    With one device this is the identity. With several, every leaf whose leading
+    dimension divides evenly is split across the ``frames`` mesh axis and the rest is
+    replicated; ``jit`` then runs each device's frames there (params are replicated).
+    """
+    devices = jax.local_devices()
+    if len(devices) == 1:
+      return tree
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
+    mesh = Mesh(np.asarray(devices), ("frames",))
+    split, whole = NamedSharding(mesh, P("frames")), NamedSharding(mesh, P())
+
+    def place(a):
+      a = jnp.asarray(a)
+      ok = a.ndim >= 1 and a.shape[0] % len(devices) == 0
+      return jax.device_put(a, split if ok else whole)
+
+    return jax.tree_util.tree_map(place, tree)
+
   @property
   def detector(self) -> victims_lib.Victim:
     return self.victims[0]
@@ -167,7 +188,8 @@ class Deidentifier:
     regions = [obfuscation.face_regions(d["boxes"], x.shape[1:3], cfg.mask_scale) for d in dets]
     x_obf = obfuscation.obfuscate(x, regions, cfg.deid)
     params = [v.params for v in self.victims]
-    res = jax.device_get(self._run(params, jnp.asarray(x_obf), targets, jnp.asarray(self.thresholds)))
+    x_in, targets = self.shard((jnp.asarray(x_obf), targets))
+    res = jax.device_get(self._run(params, x_in, targets, jnp.asarray(self.thresholds)))
     out = video.to_uint8(res.frames)
     return out, {"iterations": np.asarray(res.iterations).tolist(),
                  "losses": np.asarray(res.losses).tolist(),

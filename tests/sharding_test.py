@@ -1,0 +1,55 @@
+"""Frames of a batch sharded over 8 simulated CPU devices give the one-device result."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import REPO, shared_file
+
+SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, jax
+    sys.path.insert(0, {tests!r})
+    from conftest import read_frames
+    from drsf_jax import pipeline
+    cfg = pipeline.DeidConfig(detector="retinaface", gaze="MPIIGaze", attack="adam", max_iter=4, batch_size=8)
+    d = pipeline.Deidentifier(cfg, {wdir!r}, thresholds={{"retinaface": -1.0, "MPIIGaze": -1.0}})
+    frames = read_frames({video!r}, 8)
+    dets = d.detector.predict(d.detector.params, frames.astype(np.float32) / 255)
+    out, stats = d.attack_batch(frames, dets)
+    np.save({out!r}, out)
+    placed = d.shard(jax.numpy.zeros((8, 4)))
+    print("devices", len(jax.local_devices()), "placed_on", len(placed.sharding.device_set),
+          "iterations", stats["iterations"])
+""")
+
+
+@pytest.fixture(scope="module")
+def wdir(tmp_path_factory):
+  pytest.importorskip("torch")
+  from weights_conversion import registry
+  d = str(tmp_path_factory.mktemp("weights"))
+  registry.convert("retinaface", shared_file("weights", "retinaface_mobilenet0.25.pth"), d)
+  registry.convert("MPIIGaze", shared_file("weights", "mpiigaze_resnet_preact.pth"), d)
+  return d
+
+
+def _run(wdir, out, devices):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  code = SCRIPT.format(tests=os.path.join(REPO, "tests"), wdir=wdir, out=out,
+                       video=shared_file("data", "talking_head_a.mp4"))
+  p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+  assert p.returncode == 0, p.stderr[-2000:]
+  assert f"devices {devices} placed_on {devices}" in p.stdout
+  return np.load(out)
+
+
+def test_sharded_batch_matches_one_device(wdir, tmp_path):
+  one = _run(wdir, str(tmp_path / "one.npy"), 1)
+  eight = _run(wdir, str(tmp_path / "eight.npy"), 8)
+  diff = np.abs(one.astype(int) - eight.astype(int))
+  assert diff.max() <= 1 and (diff > 0).mean() < 1e-3

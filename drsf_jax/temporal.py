@@ -65,6 +65,7 @@ def _interpolate(a: dict, b: dict, t: float) -> dict:
     pairs.append((ia, ib))
     used_a.add(ia)
     used_b.add(ib)
+  pairs.sort()  # Keep the earlier frame's face order.
   keys = [k for k, v in a.items() if isinstance(v, np.ndarray) and k in b]
   rows = {k: [] for k in keys}
   for ia, ib in pairs:

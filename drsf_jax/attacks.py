@@ -150,6 +150,16 @@ class Attack:
   settings: dict
 
 
+def _nesterov_lookahead(alpha: float, momentum: float):
+  """NI-FGSM's gradient point ``x - alpha * mu * g`` (g: the chain's accumulated trace)."""
+
+  def lookahead(params, opt_state):
+    g = opt_state[1].trace  # Link 1 of the mi/ni chain is optax.trace.
+    return jax.tree_util.tree_map(lambda x, t: x - alpha * momentum * t, params, g)
+
+  return lookahead
+
+
 def make_attack(name: str, eps: float = DEFAULT_EPS, alpha: float = DEFAULT_ALPHA,
                 lr: float | None = None, momentum: float = 1.0, seed: int = 0) -> Attack:
   """Builds an attack from the catalogue.
@@ -184,9 +194,7 @@ def make_attack(name: str, eps: float = DEFAULT_EPS, alpha: float = DEFAULT_ALPH
              optax.scale_by_sign(), optax.scale(-alpha)]
     settings.update(alpha=alpha, momentum=momentum)
     if name == "ni-fgsm":
-      def lookahead(params, opt_state):
-        g = opt_state[1].trace  # The accumulated normalised gradient of the chain's trace.
-        return jax.tree_util.tree_map(lambda x, t: x - alpha * momentum * t, params, g)
+      lookahead = _nesterov_lookahead(alpha, momentum)
   else:
     settings["lr"] = lr
     opt = {

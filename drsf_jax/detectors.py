@@ -9,11 +9,12 @@ sorted by score.
 
 import dataclasses
 import importlib
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from drsf_jax import checkpoints
+from drsf_jax import geometry
 
 DETECTORS = ("retinaface", "retinaface_r50", "mtcnn")
 
@@ -49,9 +50,4 @@ def load_detector(name: str, weights_dir: str | None = None) -> Detector:
   return Detector(name=name, variables=variables, config=config, meta=meta, module=module)
 
 
-def largest(dets: dict[str, np.ndarray]) -> int | None:
-  """Index of the largest face (box area) in one frame's detections, or None."""
-  b = dets["boxes"]
-  if len(b) == 0:
-    return None
-  return int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+largest = geometry.largest_face

@@ -92,3 +92,11 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=-1)
   union = area_a[:, None] + area_b[None, :] - inter
   return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def largest_face(dets) -> int | None:
+  """Index of the largest box (by area) in one frame's detections, None when empty."""
+  boxes = np.asarray(dets["boxes"]).reshape(-1, 4)
+  if boxes.shape[0] == 0:
+    return None
+  return int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))

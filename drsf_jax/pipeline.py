@@ -10,12 +10,11 @@ batch is padded so it does not recompile) and encodes the rounded result.
 """
 
 import dataclasses
-import json
 import logging
 import os
 import platform
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

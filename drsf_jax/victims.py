@@ -17,7 +17,6 @@ landmark and gaze victims need, as the original fixed boxes and landmarks during
 """
 
 import dataclasses
-import functools
 from typing import Any, Callable
 
 import jax

@@ -6,7 +6,6 @@ With no --input it runs on the astronaut photo that ships with scikit-image.
   python scripts/detect.py --input frame.png --detector retinaface
 """
 
-import json
 import os
 import sys
 

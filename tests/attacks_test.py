@@ -16,15 +16,10 @@ ITERS = 4
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(real_weights):
   """RetinaFace victim, 2 real 128x128 frames, their targets and pixelated versions."""
-  pytest.importorskip("torch")
   import cv2
-  from weights_conversion import registry
-  src = shared_file("weights", "retinaface_mobilenet0.25.pth")
-  wdir = str(tmp_path_factory.mktemp("weights"))
-  registry.convert("retinaface", src, wdir)
-  v = victims.load_victim("retinaface", wdir)
+  v = victims.load_victim("retinaface", real_weights)
   frames = read_frames(shared_file("data", "talking_head_a.mp4"), 2)
   frames = np.stack([cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA) for f in frames])
   frames = frames.astype(np.float32) / 255

@@ -56,3 +56,21 @@ def astronaut() -> np.ndarray:
 @pytest.fixture
 def rng():
   return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def real_weights(tmp_path_factory):
+  """A weights directory with the real converted RetinaFace-mnet, MPIIGaze and MTCNN.
+
+  Converted once per test session from ../shared and facenet-pytorch's package files.
+  """
+  pytest.importorskip("torch")
+  from weights_conversion import registry
+  d = str(tmp_path_factory.mktemp("real_weights"))
+  registry.convert("retinaface", shared_file("weights", "retinaface_mobilenet0.25.pth"), d)
+  registry.convert("MPIIGaze", shared_file("weights", "mpiigaze_resnet_preact.pth"), d)
+  try:
+    registry.convert("mtcnn", None, d)
+  except Exception as e:  # pylint: disable=broad-except
+    pytest.skip(f"facenet-pytorch's MTCNN weights unavailable: {e}")
+  return d

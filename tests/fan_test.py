@@ -170,7 +170,6 @@ def test_crop_matches_opencv_on_real_frames():
 
 def _face_alignment_crop_matrix(center, scale, res=256):
   """The affine map that face_alignment.utils.crop realises (integer corners + resize)."""
-  import torch
   from face_alignment import utils as fa_utils
   center = np.asarray(center, np.float64)
   ul = fa_utils.transform([1, 1], center, float(scale), res, True).numpy()

@@ -78,13 +78,8 @@ def test_legacy_import(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def wdir(tmp_path_factory):
-  pytest.importorskip("torch")
-  from weights_conversion import registry
-  d = str(tmp_path_factory.mktemp("weights"))
-  registry.convert("retinaface", shared_file("weights", "retinaface_mobilenet0.25.pth"), d)
-  registry.convert("MPIIGaze", shared_file("weights", "mpiigaze_resnet_preact.pth"), d)
-  return d
+def wdir(real_weights):
+  return real_weights
 
 
 def test_inference_on_real_video(wdir, tmp_path):

@@ -39,16 +39,10 @@ def _random_weights(model, wdir, seed):
 
 
 @pytest.fixture(scope="module")
-def wdir(tmp_path_factory):
-  pytest.importorskip("torch")
-  from weights_conversion import registry
-  d = str(tmp_path_factory.mktemp("weights"))
-  registry.convert("retinaface", shared_file("weights", "retinaface_mobilenet0.25.pth"), d)
-  registry.convert("MPIIGaze", shared_file("weights", "mpiigaze_resnet_preact.pth"), d)
-  registry.convert("mtcnn", None, d)
+def wdir(real_weights):
   for i, m in enumerate(("fan", "MPIIFaceGaze", "ETH-XGaze")):
-    _random_weights(m, d, i)
-  return d
+    _random_weights(m, real_weights, i)
+  return real_weights
 
 
 @pytest.fixture(scope="module")

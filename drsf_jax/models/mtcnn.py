@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from drsf_jax import geometry
 from drsf_jax.models import layers
 
 NETS = ("pnet", "rnet", "onet")
@@ -682,13 +683,7 @@ def _frame_result(b: np.ndarray, lms: np.ndarray, onet_boxes: np.ndarray,
   }
 
 
-def largest_face(dets: Mapping[str, np.ndarray]) -> int | None:
-  """Index of the largest box (by area) in one frame's detections, None when empty."""
-  boxes = np.asarray(dets["boxes"])
-  if boxes.shape[0] == 0:
-    return None
-  area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-  return int(np.argmax(area))
+largest_face = geometry.largest_face
 
 
 def stack_boxes(dets: Sequence[Mapping[str, np.ndarray]], k: int = 1,

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from drsf_jax import geometry
 from drsf_jax.models import layers
 
 # BGR channel means subtracted from 0..255 pixel values (biubug6 detect.py).
@@ -495,10 +496,4 @@ def detect(variables, frames, config: Mapping[str, Any], confidence: float | Non
           for b, s, l in zip(boxes, scores, landmarks)]
 
 
-def largest_face(dets: Mapping[str, np.ndarray]) -> int | None:
-  """Index of the largest box (by area) in one frame's detections, None when empty."""
-  boxes = np.asarray(dets["boxes"])
-  if boxes.shape[0] == 0:
-    return None
-  area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-  return int(np.argmax(area))
+largest_face = geometry.largest_face

@@ -62,4 +62,6 @@ def run(main: Callable[[list[str]], None]):
   # absl logs at INFO by default, which floods the console with JAX's backend probing;
   # WARNING keeps what a user needs. --verbosity=0 (or -v 0) restores INFO.
   flags.FLAGS.set_default("verbosity", -1)
+  import logging as py_logging  # pylint: disable=import-outside-toplevel
+  py_logging.getLogger("jax._src.xla_bridge").setLevel(py_logging.WARNING)
   app.run(wrapped)

@@ -1,0 +1,101 @@
+"""Utility metrics between two prediction records (reference vs prediction).
+
+Frames are matched by ``frame_id``; ids present in only one file are reported, never
+silently dropped. In each common frame the reference's largest face is matched to the
+prediction face of highest IoU. Per frame:
+
+* ``iou``: box IoU (0 when the prediction has no face);
+* ``landmark_px``: mean Euclidean distance of the landmarks both files have (68 points
+  when both have them, else the 5 points);
+* ``nme``: ``landmark_px`` over the reference's inter-ocular distance (outer eye corners
+  36/45 with 68 points, eye centres with 5);
+* ``gaze_angle_deg``: angle between the 3D gaze vectors;
+* ``diffscore``: the paper's DiffScore terms ``(1 - IoU) + landmark distance + gaze
+  angle``; to add dimensionless quantities we use NME for the landmark term and the angle
+  in radians for the gaze term (terms a frame lacks count 0 and are listed as missing).
+"""
+
+import math
+
+import numpy as np
+
+from drsf_jax import geometry
+
+
+def _angle_deg(a, b) -> float:
+  a = np.asarray(a, np.float64)
+  b = np.asarray(b, np.float64)
+  # atan2(|a x b|, a . b): exact (0) for identical vectors, unlike acos near 1.
+  return math.degrees(math.atan2(float(np.linalg.norm(np.cross(a, b))), float(np.dot(a, b))))
+
+
+def _landmarks(ref_face, pred_face):
+  if ref_face.get("landmarks68") and pred_face.get("landmarks68"):
+    r = np.asarray(ref_face["landmarks68"], np.float64)
+    p = np.asarray(pred_face["landmarks68"], np.float64)
+    iod = np.linalg.norm(r[36] - r[45])
+  else:
+    r = np.asarray(ref_face["landmarks5"], np.float64)
+    p = np.asarray(pred_face["landmarks5"], np.float64)
+    iod = np.linalg.norm(r[0] - r[1])
+  px = float(np.linalg.norm(r - p, axis=-1).mean())
+  return px, px / max(iod, 1e-9)
+
+
+def frame_metrics(ref_faces: list, pred_faces: list) -> dict | None:
+  """Metrics of one frame; None when the reference has no face."""
+  if not ref_faces:
+    return None
+  ref = ref_faces[0]
+  out = {"iou": 0.0, "landmark_px": None, "nme": None, "gaze_angle_deg": None,
+         "missing_in_prediction": not pred_faces}
+  if pred_faces:
+    ious = geometry.box_iou(np.asarray([ref["box"]]), np.asarray([f["box"] for f in pred_faces]))[0]
+    j = int(np.argmax(ious))
+    pred = pred_faces[j]
+    out["iou"] = float(ious[j])
+    out["landmark_px"], out["nme"] = _landmarks(ref, pred)
+    if ref.get("gaze") and pred.get("gaze"):
+      out["gaze_angle_deg"] = _angle_deg(ref["gaze"]["vector"], pred["gaze"]["vector"])
+  out["diffscore"] = ((1 - out["iou"]) + (out["nme"] or 0.0)
+                      + math.radians(out["gaze_angle_deg"] or 0.0))
+  return out
+
+
+def _mean(vals):
+  vals = [v for v in vals if v is not None]
+  return float(np.mean(vals)) if vals else None
+
+
+def compare(reference: dict, prediction: dict) -> dict:
+  """Per-frame metrics and a summary for two validated schema-1 documents."""
+  ref = {f["frame_id"]: f["faces"] for f in reference["frames"]}
+  pred = {f["frame_id"]: f["faces"] for f in prediction["frames"]}
+  common = sorted(ref.keys() & pred.keys())
+  per_frame = []
+  for fid in common:
+    m = frame_metrics(ref[fid], pred[fid])
+    row = {"frame_id": fid, "reference_faces": len(ref[fid]), "prediction_faces": len(pred[fid])}
+    if m is None:
+      row.update(iou=None, landmark_px=None, nme=None, gaze_angle_deg=None, diffscore=None,
+                 missing_in_prediction=False)
+    else:
+      row.update(m)
+    per_frame.append(row)
+  scored = [r for r in per_frame if r["iou"] is not None]
+  summary = {
+      "frames": len(common),
+      "frames_scored": len(scored),
+      "iou_mean": _mean(r["iou"] for r in scored),
+      "landmark_px_mean": _mean(r["landmark_px"] for r in scored),
+      "nme_mean": _mean(r["nme"] for r in scored),
+      "gaze_angle_deg_mean": _mean(r["gaze_angle_deg"] for r in scored),
+      "diffscore": _mean(r["diffscore"] for r in scored),
+      "missing_faces": {
+          "in_prediction": sum(1 for r in per_frame if r["missing_in_prediction"]),
+          "in_reference": sum(1 for r in per_frame if r["reference_faces"] == 0 and r["prediction_faces"] > 0),
+      },
+      "frame_ids_only_in_reference": sorted(ref.keys() - pred.keys()),
+      "frame_ids_only_in_prediction": sorted(pred.keys() - ref.keys()),
+  }
+  return {"summary": summary, "per_frame": per_frame}

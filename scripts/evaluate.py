@@ -1,0 +1,120 @@
+"""Compares two prediction files (or two videos) frame by frame: utility metrics.
+
+  python scripts/evaluate.py --reference A.json --prediction B.json --output R.json
+  python scripts/evaluate.py --reference original.mp4 --prediction deid.mkv --output R.json -d retinaface -z MPIIGaze
+
+Writes R.json ({"summary", "per_frame"}), R.csv (one row per frame) and R.png (per-frame
+plot) next to it. Frames are matched by frame_id; ids present in one file only are listed.
+"""
+
+import csv
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # pylint: disable=g-import-not-at-top
+
+from drsf_jax import cli
+from drsf_jax import detectors
+from drsf_jax import metrics
+from drsf_jax import records
+from drsf_jax import video
+from drsf_jax import victims
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("reference", None, "Reference predictions JSON, or a video (runs inference).")
+flags.DEFINE_string("prediction", None, "Predictions JSON to score, or a video (runs inference).")
+flags.DEFINE_string("output", None, "Report JSON; .csv and .png are written beside it.")
+flags.DEFINE_enum("detector", "retinaface", list(detectors.DETECTORS), "Detector (video inputs).", short_name="d")
+flags.DEFINE_enum("alignment", "none", list(victims.ALIGNMENTS), "Landmarks (video inputs).", short_name="a")
+flags.DEFINE_enum("gaze", "none", list(victims.GAZE_MODELS), "Gaze model (video inputs).", short_name="z")
+flags.DEFINE_integer("max_frames", None, "Only the first N frames of video inputs.")
+flags.DEFINE_string("weights_dir", None, "Converted weights directory.")
+flags.DEFINE_bool("plot", True, "Write the PNG plot.")
+flags.mark_flags_as_required(["reference", "prediction", "output"])
+cli.define_cache_flag()
+
+
+def _load(path, predictor):
+  if path.lower().endswith(".json"):
+    return records.read(path)
+  from drsf_jax import inference
+  return inference.run(path, predictor(), FLAGS.max_frames)
+
+
+def write_csv(path, rows):
+  cols = ["frame_id", "reference_faces", "prediction_faces", "iou", "landmark_px", "nme",
+          "gaze_angle_deg", "diffscore", "missing_in_prediction"]
+  tmp = video.atomic_path(path)
+  with open(tmp, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=cols)
+    w.writeheader()
+    for r in rows:
+      w.writerow({c: r.get(c) for c in cols})
+  os.replace(tmp, path)
+
+
+def plot(path, result, title):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  rows = result["per_frame"]
+  ids = [r["frame_id"] for r in rows]
+  panels = [("iou", "box IoU (higher is better)"), ("landmark_px", "landmark error (px)"),
+            ("gaze_angle_deg", "gaze angle error (deg)")]
+  fig, axes = plt.subplots(len(panels), 1, figsize=(9, 7), sharex=True)
+  for ax, (key, label) in zip(axes, panels):
+    vals = [r[key] if r[key] is not None else float("nan") for r in rows]
+    ax.plot(ids, vals, lw=1.2)
+    ax.set_ylabel(label, fontsize=8)
+    ax.grid(alpha=0.3)
+    missing = [i for i, r in zip(ids, rows) if r["missing_in_prediction"]]
+    for m in missing:
+      ax.axvline(m, color="red", alpha=0.3, lw=0.8)
+  axes[-1].set_xlabel("frame id (red: face missing in prediction)")
+  s = result["summary"]
+  fig.suptitle(f"{title}\nIoU {s['iou_mean'] if s['iou_mean'] is not None else float('nan'):.3f}  "
+               f"DiffScore {s['diffscore'] if s['diffscore'] is not None else float('nan'):.3f}", fontsize=9)
+  fig.tight_layout()
+  tmp = video.atomic_path(path)
+  fig.savefig(tmp, dpi=110, format="png")
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.enable_compilation_cache(FLAGS.compilation_cache_dir)
+  cache = {}
+
+  def predictor():
+    if "p" not in cache:
+      from drsf_jax import inference
+      cache["p"] = inference.Predictor(FLAGS.detector, FLAGS.alignment, FLAGS.gaze, FLAGS.weights_dir)
+    return cache["p"]
+
+  ref = _load(FLAGS.reference, predictor)
+  pred = _load(FLAGS.prediction, predictor)
+  result = metrics.compare(ref, pred)
+  result["reference"] = FLAGS.reference
+  result["prediction"] = FLAGS.prediction
+  video.write_json_atomic(FLAGS.output, result)
+  base = os.path.splitext(FLAGS.output)[0]
+  write_csv(base + ".csv", result["per_frame"])
+  if FLAGS.plot:
+    plot(base + ".png", result, f"{os.path.basename(FLAGS.prediction)} vs {os.path.basename(FLAGS.reference)}")
+  s = result["summary"]
+  print(f"{s['frames']} common frames ({s['frames_scored']} with a reference face)")
+  for k in ("iou_mean", "landmark_px_mean", "nme_mean", "gaze_angle_deg_mean", "diffscore"):
+    print(f"  {k:20s} {s[k]:.4f}" if s[k] is not None else f"  {k:20s} n/a")
+  print(f"  missing faces: {s['missing_faces']}")
+  if s["frame_ids_only_in_reference"] or s["frame_ids_only_in_prediction"]:
+    print(f"  frame ids only in reference: {len(s['frame_ids_only_in_reference'])}, "
+          f"only in prediction: {len(s['frame_ids_only_in_prediction'])}")
+  print(f"wrote {FLAGS.output}, {base}.csv" + (f", {base}.png" if FLAGS.plot else ""))
+
+
+if __name__ == "__main__":
+  cli.run(main)

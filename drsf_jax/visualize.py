@@ -1,0 +1,74 @@
+"""Drawing predictions: boxes, 5/68 landmarks, head-pose axes and the gaze arrow.
+
+Frames are uint8 RGB and are never mirrored. Head-pose axes are the face template's
+x (red), y (green) and z (blue) axes, 5 cm long, projected with the camera; the gaze
+arrow starts between the eyes (the 5-point eye centres) and follows the 3D gaze vector
+for 10 cm, projected the same way.
+"""
+
+import numpy as np
+
+BOX = (0, 255, 0)
+LM5 = (255, 0, 255)
+LM68 = (0, 255, 255)
+GAZE = (255, 255, 0)
+AXES = ((255, 0, 0), (0, 255, 0), (0, 0, 255))
+
+
+def draw_faces(frame: np.ndarray, faces: list[dict], camera=None) -> np.ndarray:
+  """A copy of ``frame`` (H, W, 3) uint8 RGB with schema-1 ``faces`` drawn on it."""
+  import cv2
+  from drsf_jax import headpose
+  img = np.ascontiguousarray(frame.copy())
+  h, w = img.shape[:2]
+  cam = camera or headpose.Camera.dummy(w, h)
+  t = max(1, round(min(h, w) / 200))
+  for face in faces:
+    x1, y1, x2, y2 = [int(round(v)) for v in face["box"]]
+    cv2.rectangle(img, (x1, y1), (x2, y2), BOX, t)
+    cv2.putText(img, f"{face['score']:.2f}", (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX,
+                0.4 * t, BOX, t)
+    for x, y in face.get("landmarks68") or []:
+      cv2.circle(img, (int(round(x)), int(round(y))), t, LM68, -1)
+    for x, y in face["landmarks5"]:
+      cv2.circle(img, (int(round(x)), int(round(y))), t + 1, LM5, -1)
+    pose = face.get("head_pose")
+    if pose:
+      rvec = np.asarray(pose["rotation_vector"], np.float64)
+      tvec = np.asarray(pose["translation"], np.float64)
+      pts = np.array([[0, 0, 0], [0.05, 0, 0], [0, 0.05, 0], [0, 0, 0.05]], np.float64)
+      proj, _ = cv2.projectPoints(pts, rvec, tvec, cam.camera_matrix, np.zeros(5))
+      o = tuple(int(round(v)) for v in proj[0, 0])
+      for k in range(3):
+        cv2.line(img, o, tuple(int(round(v)) for v in proj[k + 1, 0]), AXES[k], t + 1)
+    gaze = face.get("gaze")
+    if gaze and pose:
+      lm = np.asarray(face["landmarks5"], np.float64)
+      start2d = lm[:2].mean(axis=0)
+      # The eye midpoint in 3D: back-project at the head's depth.
+      z = float(pose["translation"][2])
+      k_inv = np.linalg.inv(cam.camera_matrix)
+      start3d = k_inv @ np.array([start2d[0], start2d[1], 1.0]) * z
+      end3d = start3d + 0.1 * np.asarray(gaze["vector"], np.float64)
+      end, _ = cv2.projectPoints(end3d[None], np.zeros(3), np.zeros(3), cam.camera_matrix, np.zeros(5))
+      cv2.arrowedLine(img, tuple(int(round(v)) for v in start2d), tuple(int(round(v)) for v in end[0, 0]),
+                      GAZE, t + 1, tipLength=0.2)
+  return img
+
+
+def draw_video(input_path: str, output_path: str, doc: dict, codec: str = "ffv1",
+               calibration: str | None = None, progress=None) -> int:
+  """Draws a predictions document onto its video; returns the number of frames written."""
+  from drsf_jax import headpose
+  from drsf_jax import video
+  reader = video.VideoReader(input_path)
+  cam = headpose.make_camera(calibration, reader.width, reader.height)
+  by_id = {f["frame_id"]: f["faces"] for f in doc["frames"]}
+  n = 0
+  with video.VideoWriter(output_path, reader.fps, (reader.width, reader.height), codec) as w:
+    for i, frame in enumerate(reader):
+      w.write(draw_faces(frame, by_id.get(i, []), cam))
+      n += 1
+      if progress:
+        progress(1)
+  return n

@@ -1,0 +1,69 @@
+"""Draws boxes, landmarks, head-pose axes and gaze on a video or an image (not mirrored).
+
+  python scripts/visualize.py -i video.mp4 -o drawn.mkv -d retinaface -z MPIIGaze
+  python scripts/visualize.py -i video.mp4 -o drawn.mkv --predictions preds.json
+  python scripts/visualize.py -i frame.png -o drawn.png -d mtcnn
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # pylint: disable=g-import-not-at-top
+
+from drsf_jax import cli
+from drsf_jax import detectors
+from drsf_jax import victims
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("input", None, "Input video or image.", short_name="i")
+flags.DEFINE_string("output", None, "Output video (.mkv/.avi) or image (.png/.jpg).", short_name="o")
+flags.DEFINE_string("predictions", None, "Draw these saved predictions instead of running models.")
+flags.DEFINE_enum("detector", "retinaface", list(detectors.DETECTORS), "Detector.", short_name="d")
+flags.DEFINE_enum("alignment", "none", list(victims.ALIGNMENTS), "Landmarks.", short_name="a")
+flags.DEFINE_enum("gaze", "none", list(victims.GAZE_MODELS), "Gaze model.", short_name="z")
+flags.DEFINE_integer("max_frames", None, "Only the first N frames (when running models).")
+flags.DEFINE_string("codec", "ffv1", "Video codec: ffv1, hfyu, png (lossless) or mjpg/mp4v (lossy). "
+                    "OpenCV's wheel has no H.264 encoder.")
+flags.DEFINE_string("calibration", None, "Camera calibration YAML (ptgaze format).")
+flags.DEFINE_string("weights_dir", None, "Converted weights directory.")
+flags.mark_flags_as_required(["input", "output"])
+cli.define_cache_flag()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.enable_compilation_cache(FLAGS.compilation_cache_dir)
+  from drsf_jax import inference, records, video, visualize
+  if os.path.abspath(FLAGS.input) == os.path.abspath(FLAGS.output):
+    raise cli.UserError(f"output would overwrite the input: {FLAGS.output}")
+  is_image = FLAGS.input.lower().endswith(video.IMAGE_EXTS)
+  if FLAGS.predictions:
+    doc = records.read(FLAGS.predictions)
+  else:
+    pred = inference.Predictor(FLAGS.detector, FLAGS.alignment, FLAGS.gaze, FLAGS.weights_dir)
+    if is_image:
+      img = video.read_image(FLAGS.input)
+      doc = {"frames": pred.predict(img[None].astype("float32") / 255.0)}
+    else:
+      doc = inference.run(FLAGS.input, pred, FLAGS.max_frames)
+  if is_image:
+    import cv2
+    img = video.read_image(FLAGS.input)
+    faces = doc["frames"][0]["faces"] if doc["frames"] else []
+    out = visualize.draw_faces(img, faces)
+    tmp = video.atomic_path(FLAGS.output)
+    if not cv2.imwrite(tmp, cv2.cvtColor(out, cv2.COLOR_RGB2BGR)):
+      os.unlink(tmp)
+      raise cli.UserError(f"cannot write image {FLAGS.output}")
+    os.replace(tmp, FLAGS.output)
+    print(f"wrote {FLAGS.output}: {len(faces)} face(s)")
+    return
+  n = visualize.draw_video(FLAGS.input, FLAGS.output, doc, FLAGS.codec, FLAGS.calibration)
+  print(f"wrote {FLAGS.output}: {n} frames")
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -41,7 +41,7 @@ class DeidConfig:
   alignment: str = "none"
   gaze: str = "none"
   attack: str = "adam"
-  deid: str = "pixelate_20"
+  deid: str = "pixelate_10"
   eps: float = attacks.DEFAULT_EPS
   alpha: float = attacks.DEFAULT_ALPHA
   lr: float | None = None

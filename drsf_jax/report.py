@@ -35,7 +35,7 @@ class ReportConfig:
   gallery_frames: int = 3
 
 
-def _identity_gallery(path: str, skip: int, n: int) -> list:
+def identity_gallery(path: str, skip: int, n: int) -> list:
   """dlib embeddings of ``n`` frames of a video (after ``skip``) or of an image."""
   if path.lower().endswith(video.IMAGE_EXTS):
     frames = [video.read_image(path)]
@@ -73,9 +73,9 @@ def run(input_path: str, output_dir: str, cfg: ReportConfig, gallery: list[str],
     if f["faces"]:
       boxes[i] = f["faces"][0]["box"]
   identity = os.path.basename(input_path)
-  gal = {identity: _identity_gallery(input_path, cfg.max_frames, cfg.gallery_frames)}
+  gal = {identity: identity_gallery(input_path, cfg.max_frames, cfg.gallery_frames)}
   for g in gallery:
-    gal[os.path.basename(g)] = _identity_gallery(g, 0, cfg.gallery_frames)
+    gal[os.path.basename(g)] = identity_gallery(g, 0, cfg.gallery_frames)
   rows = []
   attacked_frames = {}
   for level in cfg.levels:

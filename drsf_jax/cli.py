@@ -38,7 +38,7 @@ def enable_compilation_cache(path: str | None = None):
 
 def _user_error_types():
   from drsf_jax import checkpoints
-  types = [UserError, checkpoints.WeightsError, FileNotFoundError, ValueError]
+  types = [UserError, checkpoints.WeightsError, FileNotFoundError, ValueError, ImportError]
   try:
     from weights_conversion import common
     types.append(common.ConversionError)

@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from drsf_jax import headpose
 from drsf_jax.models.layers import BatchNorm2d, Conv2d, Linear, max_pool2d, nchw_flatten
 
 MPIIGAZE = "MPIIGaze"
@@ -95,8 +96,6 @@ _ARCH_OF_MODEL = {MPIIGAZE: "resnet_preact", MPIIFACEGAZE: "resnet_simple",
 # (mean, std) per channel of the model's *input* channel order.
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
-# cv2.COLOR_BGR2GRAY / RGB2GRAY weights (ITU-R BT.601), applied to (R, G, B).
-GRAY_WEIGHTS_RGB = (0.299, 0.587, 0.114)
 
 
 # --------------------------------------------------------------------------------------
@@ -287,65 +286,31 @@ def apply(variables, x: jax.Array, config: Mapping[str, Any],
 def equalize_hist_lut(gray_u8: np.ndarray) -> np.ndarray:
   """Host side: ``cv2.equalizeHist``'s look-up table(s) for uint8 gray patches.
 
-  Reproduces OpenCV exactly: with ``i0`` the smallest present gray level and ``N`` the
-  pixel count, ``lut[i0] = 0`` and ``lut[v] = round((cumhist[v] - hist[i0]) * 255 /
-  (N - hist[i0]))`` (float32, round half to even) for ``v > i0``; levels below ``i0``
-  (absent from the patch) map to 0. A constant patch keeps its value (identity table),
-  as OpenCV leaves it unchanged.
-
-  Args:
-    gray_u8: (H, W) or (B, H, W) uint8 gray patch(es) (``cv2.cvtColor(BGR2GRAY)``).
-
-  Returns:
-    float32 table(s) of shape (256,) or (B, 256) with values in [0, 255].
+  :func:`drsf_jax.headpose.equalization_lut` per patch; (H, W) -> (256,), (B, H, W) ->
+  (B, 256), float32 values in [0, 255].
   """
   g = np.asarray(gray_u8)
   if g.dtype != np.uint8:
     raise ValueError(f"equalize_hist_lut needs uint8 patches, got {g.dtype}")
   if g.ndim == 3:
-    return np.stack([equalize_hist_lut(p) for p in g])
+    return np.stack([headpose.equalization_lut(p) for p in g])
   if g.ndim != 2:
     raise ValueError(f"expected (H, W) or (B, H, W), got shape {g.shape}")
-  hist = np.bincount(g.ravel(), minlength=256).astype(np.int64)
-  total = int(g.size)
-  i0 = int(np.argmax(hist > 0))
-  if hist[i0] == total:
-    return np.arange(256, dtype=np.float32)
-  scale = np.float32(255.0) / np.float32(total - hist[i0])
-  cum = np.cumsum(hist) - hist[i0]  # sum over (i0, v]
-  lut = np.rint(cum.astype(np.float32) * scale).clip(0, 255).astype(np.float32)
-  lut[:i0 + 1] = 0.0
-  return lut
+  return headpose.equalization_lut(g)
 
 
 def apply_intensity_lut(gray: jax.Array, lut: jax.Array) -> jax.Array:
-  """In-graph: a fixed 256-entry intensity table applied with linear interpolation.
+  """In-graph: a fixed 256-entry table, linearly interpolated (:func:`headpose.equalize_with_lut`).
 
-  Args:
-    gray: (B, H, W) or (B, H, W, 1) gray values in [0, 1].
-    lut: (256,) or (B, 256) table from ``equalize_hist_lut`` (values in [0, 255]).
-
-  Returns:
-    ``gray``'s shape, values ``lut(255 * gray) / 255``; exact at the 256 levels
-    ``k / 255`` and differentiable (piecewise linear) in between.
+  Exact at the 256 levels ``k / 255`` and differentiable (piecewise linear) in between;
+  ``gray`` (B, H, W) or (B, H, W, 1) in [0, 1], ``lut`` (256,) or (B, 256).
   """
-  lut = jnp.asarray(lut, jnp.float32)
-  b = gray.shape[0]
-  if lut.ndim == 1:
-    lut = jnp.broadcast_to(lut, (b, 256))
-  v = jnp.clip(gray, 0.0, 1.0) * 255.0
-  flat = v.reshape(b, -1)
-  i0 = jnp.clip(jnp.floor(flat), 0, 254).astype(jnp.int32)
-  frac = flat - i0.astype(flat.dtype)
-  lo = jnp.take_along_axis(lut, i0, axis=1)
-  hi = jnp.take_along_axis(lut, i0 + 1, axis=1)
-  return ((lo + (hi - lo) * frac) / 255.0).reshape(gray.shape)
+  return headpose.equalize_with_lut(gray, jnp.asarray(lut, jnp.float32))
 
 
 def rgb_to_gray(images_rgb01: jax.Array) -> jax.Array:
   """(…, 3) RGB -> (…, 1) gray with OpenCV's BT.601 weights (no uint8 rounding)."""
-  w = jnp.asarray(GRAY_WEIGHTS_RGB, images_rgb01.dtype)
-  return jnp.sum(images_rgb01 * w, axis=-1, keepdims=True)
+  return headpose.rgb_to_gray(images_rgb01)[..., None]
 
 
 def preprocess(model: str, images_rgb01: jax.Array,
@@ -391,17 +356,9 @@ def preprocess(model: str, images_rgb01: jax.Array,
 # --------------------------------------------------------------------------------------
 # Outputs.
 # --------------------------------------------------------------------------------------
-def gaze_vector(pitch_yaw: jax.Array) -> jax.Array:
-  """(..., 2) ``(pitch, yaw)`` -> (..., 3) unit vector ``-[cos p sin y, sin p, cos p cos y]``."""
-  p, y = pitch_yaw[..., 0], pitch_yaw[..., 1]
-  return -jnp.stack([jnp.cos(p) * jnp.sin(y), jnp.sin(p), jnp.cos(p) * jnp.cos(y)], axis=-1)
-
-
-def pitch_yaw_from_vector(vector: jax.Array) -> jax.Array:
-  """Inverse of ``gaze_vector`` (ptgaze ``gaze_vector_to_angles``): (..., 3) -> (..., 2)."""
-  v = vector / jnp.linalg.norm(vector, axis=-1, keepdims=True)
-  x, y, z = v[..., 0], v[..., 1], v[..., 2]
-  return jnp.stack([jnp.arcsin(jnp.clip(-y, -1.0, 1.0)), jnp.arctan2(-x, -z)], axis=-1)
+# ptgaze's angle <-> vector conventions live in drsf_jax.headpose.
+gaze_vector = headpose.pitch_yaw_to_vector
+pitch_yaw_from_vector = headpose.vector_to_pitch_yaw
 
 
 _FLIP_YAW = (1.0, -1.0)

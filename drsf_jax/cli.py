@@ -22,6 +22,24 @@ def define_cache_flag():
       f"{DEFAULT_CACHE_DIR}); 'none' disables it.")
 
 
+def define_model_flags(detector: str = "retinaface", alignment: str = "none", gaze: str = "none",
+                       what: str = "authorized"):
+  """The model flags every script shares: --detector/-d, --alignment/-a, --gaze/-z, --weights_dir."""
+  from drsf_jax import detectors, victims  # pylint: disable=import-outside-toplevel
+
+  def text(s):
+    s = f"{what} {s}" if what else s
+    return s[0].upper() + s[1:]
+
+  flags.DEFINE_enum("detector", detector, list(detectors.DETECTORS), text("face detector."),
+                    short_name="d")
+  flags.DEFINE_enum("alignment", alignment, list(victims.ALIGNMENTS), text("68-point landmark model."),
+                    short_name="a")
+  flags.DEFINE_enum("gaze", gaze, list(victims.GAZE_MODELS), text("gaze model."), short_name="z")
+  flags.DEFINE_string("weights_dir", None, "Converted weights directory (default $DRSF_JAX_WEIGHTS "
+                      "or ~/.cache/drsf_jax).")
+
+
 def enable_compilation_cache(path: str | None = None):
   """Turns on JAX's persistent compilation cache so warm starts skip XLA compilation."""
   import jax

@@ -17,9 +17,7 @@ from absl import logging
 
 from drsf_jax import attacks
 from drsf_jax import cli
-from drsf_jax import detectors
 from drsf_jax import pipeline
-from drsf_jax import victims
 
 FLAGS = flags.FLAGS
 _D = pipeline.DeidConfig()
@@ -27,11 +25,7 @@ flags.DEFINE_string("input", None, "Input video (default: the embedded astronaut
 flags.DEFINE_string("output", None, "Output video (default outputs/demo/sample_deid.mkv for the "
                     "sample, else <input>_deid.mkv). The JSON report is written beside it.", short_name="o")
 flags.DEFINE_string("report", None, "Report path (default: the output path with .json).")
-flags.DEFINE_enum("detector", _D.detector, list(detectors.DETECTORS), "Authorized face detector.",
-                  short_name="d")
-flags.DEFINE_enum("alignment", _D.alignment, list(victims.ALIGNMENTS), "Authorized landmark model.",
-                  short_name="a")
-flags.DEFINE_enum("gaze", _D.gaze, list(victims.GAZE_MODELS), "Authorized gaze model.", short_name="z")
+cli.define_model_flags(_D.detector, _D.alignment, _D.gaze)
 flags.DEFINE_enum("attack", _D.attack, list(attacks.ATTACKS), "Attack (an Optax optimizer over the frames).",
                   short_name="g")
 flags.DEFINE_string("deid", _D.deid, "Obfuscation: pixelate_N, blur_N, gaussian_N or solid.", short_name="m")
@@ -48,10 +42,10 @@ flags.DEFINE_string("codec", _D.codec, "ffv1 (lossless, default), hfyu, png, png
                     "(the perturbation may not survive a lossy codec).")
 flags.DEFINE_string("calibration", None, "Camera calibration YAML (ptgaze format) for head pose/gaze.")
 flags.DEFINE_bool("allow_no_face", False, "Copy a video in which no face is found, instead of failing.")
-flags.DEFINE_string("weights_dir", None, "Converted weights directory.")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 flags.DEFINE_integer("seed", 0, "Seed of random starts (pgd).")
 cli.define_cache_flag()
+flags.adopt_module_key_flags(cli)
 
 
 def main(argv):

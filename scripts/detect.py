@@ -24,6 +24,7 @@ flags.DEFINE_string("weights_dir", None, "Converted weights directory.")
 flags.DEFINE_integer("max_frames", 1, "Frames of a video to run on.")
 flags.DEFINE_string("output", None, "Optional JSON file for the detections.")
 cli.define_cache_flag()
+flags.adopt_module_key_flags(cli)
 
 
 def main(argv):

@@ -16,27 +16,23 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # pylint: disable=g-import-not-at-top
 
 from drsf_jax import cli
-from drsf_jax import detectors
 from drsf_jax import metrics
 from drsf_jax import records
 from drsf_jax import video
-from drsf_jax import victims
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("reference", None, "Reference predictions JSON, or a video (runs inference).")
 flags.DEFINE_string("prediction", None, "Predictions JSON to score, or a video (runs inference).")
 flags.DEFINE_string("output", None, "Report JSON; .csv and .png are written beside it.")
-flags.DEFINE_enum("detector", "retinaface", list(detectors.DETECTORS), "Detector (video inputs).", short_name="d")
-flags.DEFINE_enum("alignment", "none", list(victims.ALIGNMENTS), "Landmarks (video inputs).", short_name="a")
-flags.DEFINE_enum("gaze", "none", list(victims.GAZE_MODELS), "Gaze model (video inputs).", short_name="z")
+cli.define_model_flags(what="for video inputs: the")
 flags.DEFINE_integer("max_frames", None, "Only the first N frames of video inputs.")
-flags.DEFINE_string("weights_dir", None, "Converted weights directory.")
 flags.DEFINE_bool("plot", True, "Write the PNG plot.")
 flags.DEFINE_bool("privacy", False, "Also measure privacy (needs two videos: reference = original, "
                   "prediction = de-identified) with dlib and the LBP cascade; lower is better.")
 flags.DEFINE_list("gallery", [], "--privacy: videos/images of other identities for rank-1 re-identification.")
 flags.mark_flags_as_required(["reference", "prediction", "output"])
 cli.define_cache_flag()
+flags.adopt_module_key_flags(cli)
 
 
 def _load(path, predictor):

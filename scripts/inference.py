@@ -12,26 +12,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # pylint: disable=g-import-not-at-top
 
 from drsf_jax import cli
-from drsf_jax import detectors
 from drsf_jax import inference
 from drsf_jax import records
-from drsf_jax import victims
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Input video.", short_name="i")
 flags.DEFINE_string("output", None, "Output predictions JSON (written atomically).", short_name="o")
-flags.DEFINE_enum("detector", "retinaface", list(detectors.DETECTORS), "Face detector.", short_name="d")
-flags.DEFINE_enum("alignment", "none", list(victims.ALIGNMENTS), "68-point landmark model.", short_name="a")
-flags.DEFINE_enum("gaze", "none", list(victims.GAZE_MODELS), "Gaze model.", short_name="z")
+cli.define_model_flags(what="")
 flags.DEFINE_integer("max_frames", None, "Only the first N frames.")
 flags.DEFINE_integer("max_faces", 1, "Faces per frame (largest first) that get landmarks68/head pose/gaze.")
 flags.DEFINE_integer("batch_size", 8, "Frames per batch.", short_name="bs")
 flags.DEFINE_string("calibration", None, "Camera calibration YAML (ptgaze format); default a dummy camera.")
-flags.DEFINE_string("weights_dir", None, "Converted weights directory.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.DEFINE_bool("print_first", False, "Print the first frame's predictions.")
 flags.mark_flags_as_required(["input", "output"])
 cli.define_cache_flag()
+flags.adopt_module_key_flags(cli)
 
 
 def main(argv):

@@ -16,25 +16,21 @@ from absl import flags  # pylint: disable=g-import-not-at-top
 
 from drsf_jax import attacks
 from drsf_jax import cli
-from drsf_jax import detectors
 from drsf_jax import obfuscation
-from drsf_jax import victims
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Input video.", short_name="i")
 flags.DEFINE_string("output_dir", None, "Directory for the report files.", short_name="o")
 flags.DEFINE_list("gallery", [], "Videos/images of other identities for rank-1 re-identification.")
 flags.DEFINE_list("levels", ["pixelate_10", "pixelate_20", "pixelate_30", "blur_31"], "Obfuscation levels.")
-flags.DEFINE_enum("detector", "retinaface", list(detectors.DETECTORS), "Authorized detector.", short_name="d")
-flags.DEFINE_enum("alignment", "none", list(victims.ALIGNMENTS), "Authorized landmarks.", short_name="a")
-flags.DEFINE_enum("gaze", "MPIIGaze", list(victims.GAZE_MODELS), "Authorized gaze model.", short_name="z")
+cli.define_model_flags(gaze="MPIIGaze")
 flags.DEFINE_enum("attack", "adam", list(attacks.ATTACKS), "Attack.", short_name="g")
 flags.DEFINE_integer("max_frames", 16, "Frames evaluated (from the start of the video).")
 flags.DEFINE_integer("max_iter", 100, "Attack steps per batch.")
 flags.DEFINE_integer("batch_size", 16, "Frames per attack batch.", short_name="bs")
-flags.DEFINE_string("weights_dir", None, "Converted weights directory.")
 flags.mark_flags_as_required(["input", "output_dir"])
 cli.define_cache_flag()
+flags.adopt_module_key_flags(cli)
 
 
 def main(argv):

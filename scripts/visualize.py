@@ -13,23 +13,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # pylint: disable=g-import-not-at-top
 
 from drsf_jax import cli
-from drsf_jax import detectors
-from drsf_jax import victims
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Input video or image.", short_name="i")
 flags.DEFINE_string("output", None, "Output video (.mkv/.avi) or image (.png/.jpg).", short_name="o")
 flags.DEFINE_string("predictions", None, "Draw these saved predictions instead of running models.")
-flags.DEFINE_enum("detector", "retinaface", list(detectors.DETECTORS), "Detector.", short_name="d")
-flags.DEFINE_enum("alignment", "none", list(victims.ALIGNMENTS), "Landmarks.", short_name="a")
-flags.DEFINE_enum("gaze", "none", list(victims.GAZE_MODELS), "Gaze model.", short_name="z")
+cli.define_model_flags(what="")
 flags.DEFINE_integer("max_frames", None, "Only the first N frames (when running models).")
 flags.DEFINE_string("codec", "ffv1", "Video codec: ffv1, hfyu, png (lossless) or mjpg/mp4v (lossy). "
                     "OpenCV's wheel has no H.264 encoder.")
 flags.DEFINE_string("calibration", None, "Camera calibration YAML (ptgaze format).")
-flags.DEFINE_string("weights_dir", None, "Converted weights directory.")
 flags.mark_flags_as_required(["input", "output"])
 cli.define_cache_flag()
+flags.adopt_module_key_flags(cli)
 
 
 def main(argv):

@@ -66,10 +66,15 @@ def _user_error_types():
 
 
 def run(main: Callable[[list[str]], None]):
-  """``app.run(main)`` that turns known errors into one line on stderr and exit code 1."""
+  """``app.run(main)``: rejects stray arguments, enables the compilation cache, and turns
+  known errors into one line on stderr and exit code 1."""
 
   def wrapped(argv):
     try:
+      if len(argv) > 1:
+        raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+      if "compilation_cache_dir" in flags.FLAGS:
+        enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
       main(argv)
     except _user_error_types() as e:
       logging.flush()

@@ -38,8 +38,6 @@ flags.mark_flag_as_required("model")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   from weights_conversion import registry  # Imports torch: conversion-time only.
   overrides = {}
   try:

@@ -49,9 +49,6 @@ flags.adopt_module_key_flags(cli)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.enable_compilation_cache(FLAGS.compilation_cache_dir)
   cfg = pipeline.DeidConfig(
       detector=FLAGS.detector, alignment=FLAGS.alignment, gaze=FLAGS.gaze, attack=FLAGS.attack,
       deid=FLAGS.deid, eps=FLAGS.eps, alpha=FLAGS.alpha, lr=FLAGS.lr, max_iter=FLAGS.max_iter,

@@ -28,9 +28,6 @@ flags.adopt_module_key_flags(cli)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.enable_compilation_cache(FLAGS.compilation_cache_dir)
   det = detectors.load_detector(FLAGS.detector, FLAGS.weights_dir)
   name, frames = video.read_image_or_video(FLAGS.input, FLAGS.max_frames)
   results = []

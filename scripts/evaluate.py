@@ -107,9 +107,6 @@ def plot(path, result, title):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.enable_compilation_cache(FLAGS.compilation_cache_dir)
   cache = {}
 
   def predictor():

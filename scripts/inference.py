@@ -31,9 +31,6 @@ flags.adopt_module_key_flags(cli)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.enable_compilation_cache(FLAGS.compilation_cache_dir)
   pred = inference.Predictor(FLAGS.detector, FLAGS.alignment, FLAGS.gaze, FLAGS.weights_dir,
                              FLAGS.max_faces, FLAGS.calibration)
   from drsf_jax import video

@@ -34,11 +34,8 @@ flags.adopt_module_key_flags(cli)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   for level in FLAGS.levels:
     obfuscation.parse_spec(level)
-  cli.enable_compilation_cache(FLAGS.compilation_cache_dir)
   from drsf_jax import report
   cfg = report.ReportConfig(detector=FLAGS.detector, alignment=FLAGS.alignment, gaze=FLAGS.gaze,
                             attack=FLAGS.attack, levels=tuple(FLAGS.levels), max_frames=FLAGS.max_frames,

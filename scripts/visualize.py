@@ -29,9 +29,6 @@ flags.adopt_module_key_flags(cli)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.enable_compilation_cache(FLAGS.compilation_cache_dir)
   from drsf_jax import inference, records, video, visualize
   if os.path.abspath(FLAGS.input) == os.path.abspath(FLAGS.output):
     raise cli.UserError(f"output would overwrite the input: {FLAGS.output}")

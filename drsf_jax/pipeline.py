@@ -145,10 +145,9 @@ class Deidentifier:
     return self.victims[0]
 
   # ---- pass 1 -------------------------------------------------------------------------
-  def detect_video(self, path: str, progress: Callable[[int], None] | None = None
-                   ) -> tuple[list[dict], video.VideoReader]:
-    reader = video.VideoReader(path, max_frames=self.cfg.max_frames)
-    meta = (reader.width, reader.height, reader.fps, len(reader))
+  def detect_video(self, reader: video.VideoReader,
+                   progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Pass 1: host-side detections of every frame of ``reader`` (consumes it)."""
     dets: list[dict] = []
     batch: list[np.ndarray] = []
     det = self.detector
@@ -166,7 +165,7 @@ class Deidentifier:
       if len(batch) == self.cfg.batch_size:
         flush()
     flush()
-    return dets, meta
+    return dets
 
   # ---- pass 2 -------------------------------------------------------------------------
   def attack_batch(self, frames_u8: np.ndarray, dets: list[dict]) -> tuple[np.ndarray, dict]:
@@ -220,11 +219,10 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
   d = deidentifier or Deidentifier(cfg, weights_dir)
   bar = _progress_bar(progress)
 
-  reader_probe = video.VideoReader(input_path, max_frames=cfg.max_frames)  # Validates early.
-  total = len(reader_probe) or None
-  del reader_probe
-  with bar(total=total, desc="detect", unit="frame") as pbar:
-    dets, (width, height, fps, _) = d.detect_video(input_path, pbar.update)
+  reader = video.VideoReader(input_path, max_frames=cfg.max_frames)  # Validates the input.
+  width, height, fps = reader.width, reader.height, reader.fps
+  with bar(total=len(reader) or None, desc="detect", unit="frame") as pbar:
+    dets = d.detect_video(reader, pbar.update)
   if any(v.kind == "gaze" for v in d.victims):
     from drsf_jax import headpose  # pylint: disable=import-outside-toplevel
     d.camera = headpose.make_camera(cfg.calibration, width, height)
@@ -316,7 +314,6 @@ def _summary(batches: list[dict], names: list[str], max_iter: int) -> dict:
 
 
 def _progress_bar(enabled: bool):
-  import contextlib
   if enabled:
     try:
       from tqdm import tqdm
@@ -337,5 +334,4 @@ def _progress_bar(enabled: bool):
     def __exit__(self, *a):
       return False
 
-  del contextlib
   return _Null

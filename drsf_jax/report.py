@@ -54,10 +54,10 @@ def identity_gallery(path: str, skip: int, n: int) -> list:
   return embs
 
 
-def _utility(predictor, originals_u8, frames_u8):
-  ref = {"frames": predictor.predict(originals_u8.astype(np.float32) / 255.0)}
+def _utility(predictor, ref_frames, frames_u8):
+  """Utility summary of ``frames_u8`` against the originals' predictions ``ref_frames``."""
   got = {"frames": predictor.predict(frames_u8.astype(np.float32) / 255.0)}
-  return metrics.compare(ref, got)["summary"]
+  return metrics.compare({"frames": ref_frames}, got)["summary"]
 
 
 def run(input_path: str, output_dir: str, cfg: ReportConfig, gallery: list[str],
@@ -91,7 +91,7 @@ def run(input_path: str, output_dir: str, cfg: ReportConfig, gallery: list[str],
     attacked = np.stack(list(video.VideoReader(out)))
     attacked_frames[level] = attacked
     for name, frames in (("obfuscated", plain), ("attacked", attacked)):
-      u = _utility(predictor, originals, frames)
+      u = _utility(predictor, ref_frames, frames)
       p = privacy.privacy_metrics(originals, frames, boxes, gal, identity)
       rows.append({"level": level, "setting": name,
                    "iou": u["iou_mean"], "landmark_px": u["landmark_px_mean"], "nme": u["nme_mean"],

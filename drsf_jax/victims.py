@@ -155,23 +155,6 @@ def _retinaface_victim(name: str, det: detectors.Detector) -> Victim:
 
 # ---- MTCNN ------------------------------------------------------------------------------
 
-def _mtcnn_pyramid(h: int, w: int, config) -> list[tuple[int, int]]:
-  from drsf_jax.models import mtcnn
-  return [(int(h * s + 1), int(w * s + 1))
-          for s in mtcnn._pyramid_scales(h, w, config["min_face_size"], config["factor"])]  # pylint: disable=protected-access
-
-
-def _area_resize_full(frames, out_hw):
-  """Whole-frame area resize (B, H, W, C) -> (B, oh, ow, C), as detect's pyramid (differentiable)."""
-  from drsf_jax.models import mtcnn
-  _, h, w, _ = frames.shape
-  oh, ow = out_hw
-  rows, kh = mtcnn._area_matrix(jnp.zeros((), jnp.int32), jnp.asarray(h, jnp.int32), h, oh)  # pylint: disable=protected-access
-  cols, kw = mtcnn._area_matrix(jnp.zeros((), jnp.int32), jnp.asarray(w, jnp.int32), w, ow)  # pylint: disable=protected-access
-  t = jnp.einsum("iy,byxc->bixc", rows, frames) / kh[None, :, None, None]
-  return jnp.einsum("jx,bixc->bijc", cols, t) / kw[None, None, :, None]
-
-
 MTCNN_PIXEL_SCALE = 2.0  # Pixel errors are measured in units of 2 px (a 2 px error costs 1).
 
 
@@ -187,12 +170,7 @@ def _mtcnn_victim(name: str, det: detectors.Detector) -> Victim:
   config = det.config
 
   def _pnet_maps(params, frames):
-    out = []
-    for hw in _mtcnn_pyramid(frames.shape[1], frames.shape[2], config):
-      level = _area_resize_full(frames * 255.0, hw)
-      reg, prob = mtcnn._MODULES["pnet"].apply(params["pnet"], (level - mtcnn.PIXEL_MEAN) * mtcnn.PIXEL_SCALE)  # pylint: disable=protected-access
-      out.append((reg, prob[..., 1]))
-    return out
+    return mtcnn.pnet_pyramid(params, frames, config)
 
   def _stages(params, frames, onet_boxes, rnet_boxes):
     o_score, o_reg, o_lms = mtcnn.onet_on_boxes(params, frames, onet_boxes)

@@ -355,6 +355,38 @@ def rnet_on_boxes(variables, frames: jax.Array, boxes: jax.Array):
   return prob[:, 1].reshape(b, k), reg.reshape(b, k, 4)
 
 
+def resize_area(frames: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+  """Whole-frame area resize (B, H, W, C) -> (B, oh, ow, C), differentiable (as the pyramid)."""
+  _, h, w, _ = frames.shape
+  oh, ow = out_hw
+  zero = jnp.zeros((), jnp.int32)
+  rows, kh = _area_matrix(zero, jnp.asarray(h, jnp.int32), h, oh)
+  cols, kw = _area_matrix(zero, jnp.asarray(w, jnp.int32), w, ow)
+  t = jnp.einsum("iy,byxc->bixc", rows, frames) / kh[None, :, None, None]
+  return jnp.einsum("jx,bixc->bijc", cols, t) / kw[None, None, :, None]
+
+
+def pnet_pyramid(variables, frames: jax.Array, config: Mapping[str, Any] | None = None):
+  """PNet on every level of ``detect``'s image pyramid; static shapes, differentiable.
+
+  Args:
+    variables: MTCNN variables.
+    frames: (B, H, W, 3) float32 RGB in [0, 1].
+    config: overrides of ``DEFAULT_CONFIGS['mtcnn']`` (min_face_size, factor).
+
+  Returns:
+    One ``(reg (B, h, w, 4), face_prob (B, h, w))`` per pyramid level.
+  """
+  cfg = _config(config)
+  h, w = frames.shape[1], frames.shape[2]
+  out = []
+  for scale in _pyramid_scales(h, w, cfg["min_face_size"], cfg["factor"]):
+    level = resize_area(frames * 255.0, (int(h * scale + 1), int(w * scale + 1)))
+    reg, prob = _MODULES["pnet"].apply(_net_vars(variables, "pnet"), (level - PIXEL_MEAN) * PIXEL_SCALE)
+    out.append((reg, prob[..., 1]))
+  return out
+
+
 def calibrate(boxes, box_reg):
   """Applies a box regression as ``bbreg``: ``box + reg * (x2 - x1 + 1, y2 - y1 + 1)``."""
   w = boxes[..., 2] - boxes[..., 0] + 1

@@ -292,7 +292,10 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
       "attack_time_s": t_attack,
       "frames_per_second": n_frames / wall if wall > 0 else None,
       "environment": {"jax": jax.__version__, "backend": jax.default_backend(),
-                      "devices": [str(x) for x in jax.devices()], "python": platform.python_version()},
+                      "devices": [str(x) for x in jax.devices()],
+                      "local_devices": jax.local_device_count(),
+                      "process_index": jax.process_index(), "process_count": jax.process_count(),
+                      "python": platform.python_version()},
   }
   if no_face:
     report["warning"] = "no face detected in any frame: the video was copied without obfuscation"

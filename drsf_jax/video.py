@@ -89,6 +89,9 @@ def atomic_path(final: str) -> str:
   base, ext = os.path.splitext(os.path.basename(final))
   fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".part{ext}", dir=d)
   os.close(fd)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make outputs private to their writer.
   return tmp
 
 

@@ -1,10 +1,16 @@
 """De-identifies a driver-facing video: obfuscate every face, then attack the obfuscated
 frames so that the authorized models still predict what they saw on the original.
 
+Corpus mode (--input_list, a directory or a list file, with --output_dir) processes many
+videos, resumably, optionally across several processes/hosts via jax.distributed.
+
 With no --input it runs on an embedded sample built from scikit-image's astronaut photo
 (moved and rotated over 2 s of frames) with MTCNN, writing into outputs/demo/.
 
   python scripts/deid.py -i driver.mp4 -o driver_deid.mkv -d retinaface -z MPIIGaze
+  python scripts/deid.py --input_list videos/ --output_dir deid/            # a corpus
+  python scripts/deid.py --input_list list.txt --output_dir deid/ \
+      --coordinator_address host0:1234 --num_processes 2 --process_id 0     # on host 0
 """
 
 import os
@@ -24,6 +30,17 @@ _D = pipeline.DeidConfig()
 flags.DEFINE_string("input", None, "Input video (default: the embedded astronaut sample).", short_name="i")
 flags.DEFINE_string("output", None, "Output video (default outputs/demo/sample_deid.mkv for the "
                     "sample, else <input>_deid.mkv). The JSON report is written beside it.", short_name="o")
+flags.DEFINE_string("input_list", None, "Corpus mode: a directory of videos (searched recursively) or a "
+                    "text file with one video path per line. Needs --output_dir; finished videos "
+                    "are skipped on a re-run.")
+flags.DEFINE_string("output_dir", None, "Corpus mode: where outputs, reports and corpus_summary.json go "
+                    "(input paths mirrored, NAME_deid.mkv + NAME_deid.json).")
+flags.DEFINE_string("coordinator_address", None, "Corpus mode across processes: host:port of process 0 "
+                    "(jax.distributed). Each process takes every N-th video.")
+flags.DEFINE_integer("num_processes", None, "Corpus mode across processes: how many.")
+flags.DEFINE_integer("process_id", None, "Corpus mode across processes: this one's index.")
+flags.DEFINE_bool("distributed_auto", False, "Corpus mode: jax.distributed.initialize() with JAX's "
+                  "cluster auto-detection (Cloud TPU, SLURM, ...) instead of the three flags above.")
 flags.DEFINE_string("report", None, "Report path (default: the output path with .json).")
 cli.define_model_flags(_D.detector, _D.alignment, _D.gaze)
 flags.DEFINE_enum("attack", _D.attack, list(attacks.ATTACKS), "Attack (an Optax optimizer over the frames).",
@@ -56,6 +73,10 @@ def main(argv):
       max_frames=FLAGS.max_frames, codec=FLAGS.codec, calibration=FLAGS.calibration,
       allow_no_face=FLAGS.allow_no_face, seed=FLAGS.seed)
   cfg.validate()
+  if FLAGS.input_list is not None:
+    return _corpus(cfg)
+  if FLAGS.output_dir is not None or FLAGS.coordinator_address is not None:
+    raise cli.UserError("--output_dir and --coordinator_address belong to corpus mode (--input_list)")
   src = FLAGS.input
   out = FLAGS.output
   if src is None:
@@ -77,6 +98,28 @@ def main(argv):
   if report["frames_reused_detection"]:
     print(f"frames where the detector missed and neighbouring detections were reused: "
           f"{report['frames_reused_detection']}")
+
+
+def _corpus(cfg):
+  from drsf_jax import corpus  # pylint: disable=import-outside-toplevel
+  if FLAGS.input is not None or FLAGS.output is not None or FLAGS.report is not None:
+    raise cli.UserError("--input_list (corpus mode) excludes --input, --output and --report")
+  if FLAGS.output_dir is None:
+    raise cli.UserError("--input_list needs --output_dir")
+  corpus.init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                          FLAGS.distributed_auto)
+  inputs, root = corpus.list_inputs(FLAGS.input_list)
+  items = corpus.plan(inputs, root, FLAGS.output_dir, cfg.codec)
+  summary = corpus.run(items, FLAGS.output_dir, cfg, FLAGS.weights_dir, progress=FLAGS.progress)
+  c = summary["counts"]
+  scope = "corpus" if "done" in summary else f"process {summary['process_index']}"
+  print(f"{scope}: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed "
+        f"of {len(items)} videos" + (f"; summary {os.path.join(FLAGS.output_dir, corpus.SUMMARY_NAME)}"
+                                     if "done" in summary else ""))
+  failed = summary.get("failed") or [v for v in summary["videos"] if v["status"] == "failed"]
+  if failed:
+    raise cli.UserError(f"{len(failed)} of {len(items)} video(s) failed (listed in the summary); "
+                        f"first: {failed[0]['reason']}")
 
 
 if __name__ == "__main__":

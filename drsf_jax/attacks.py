@@ -340,6 +340,9 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
       c = body(c, args)
     return finish(c, args)
 
+  # The jitted pieces, for benchmarks that time one step: ``c = run.init(x, thr, args)``,
+  # then ``c = run.body(c, args)`` (donates ``c``), ``run.finish(c, args)``.
+  run.init, run.body, run.finish = init, body, finish
   return run
 
 

@@ -106,6 +106,8 @@ class Deidentifier:
     def loss_fn(x, params, targets):
       return jnp.stack([v.loss(p, x, t) for v, p, t in zip(vs, params, targets)], axis=1)
 
+    self._loss_fn = loss_fn
+
     # XLA:CPU runs while_loop bodies ~1.6x slower than the same step jitted alone, so on
     # CPU the steps are driven from Python; elsewhere the attack is one while_loop program.
     self.loop = loop or ("host" if jax.default_backend() == "cpu" else "while")
@@ -168,12 +170,8 @@ class Deidentifier:
     return dets
 
   # ---- pass 2 -------------------------------------------------------------------------
-  def attack_batch(self, frames_u8: np.ndarray, dets: list[dict]) -> tuple[np.ndarray, dict]:
-    """Obfuscates and attacks one batch; returns uint8 frames and per-batch statistics.
-
-    ``frames_u8`` has exactly ``batch_size`` frames (pad before calling); ``dets`` the
-    (filled) detections of each.
-    """
+  def prepare_batch(self, frames_u8: np.ndarray, dets: list[dict]):
+    """Every victim's targets on the original frames and the obfuscated frames (sharded)."""
     cfg = self.cfg
     x = frames_u8.astype(np.float32) / 255.0
     ctx = victims_lib.context_from_detections(dets, cfg.max_faces)
@@ -185,8 +183,20 @@ class Deidentifier:
         v.annotate(v.params, x, ctx)
     regions = [obfuscation.face_regions(d["boxes"], x.shape[1:3], cfg.mask_scale) for d in dets]
     x_obf = obfuscation.obfuscate(x, regions, cfg.deid)
+    return self.shard((jnp.asarray(x_obf), targets))
+
+  def loss_fn(self, x, params, targets):
+    """(B, V) losses of every victim at frames ``x`` (what the attack minimises)."""
+    return self._loss_fn(x, params, targets)
+
+  def attack_batch(self, frames_u8: np.ndarray, dets: list[dict]) -> tuple[np.ndarray, dict]:
+    """Obfuscates and attacks one batch; returns uint8 frames and per-batch statistics.
+
+    ``frames_u8`` has exactly ``batch_size`` frames (pad before calling); ``dets`` the
+    (filled) detections of each.
+    """
+    x_in, targets = self.prepare_batch(frames_u8, dets)
     params = [v.params for v in self.victims]
-    x_in, targets = self.shard((jnp.asarray(x_obf), targets))
     res = jax.device_get(self._run(params, x_in, targets, jnp.asarray(self.thresholds)))
     out = video.to_uint8(res.frames)
     return out, {"iterations": np.asarray(res.iterations).tolist(),

@@ -110,3 +110,21 @@ def test_nchw_flatten_matches_torch_view():
   x = np.random.default_rng(6).normal(size=(2, 3, 4, 5)).astype(np.float32)
   ref = nchw(x).reshape(2, -1).numpy()
   np.testing.assert_array_equal(np.asarray(layers.nchw_flatten(jnp.asarray(x))), ref)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("s,hw", [(1, (17, 16)), (2, (16, 16)), (2, (15, 17))])
+def test_depthwise_gradients_match_torch(s, hw):
+  """The depthwise conv's hand-written VJP: input and kernel gradients equal torch autograd."""
+  import jax
+  c = 8
+  torch.manual_seed(0)
+  conv = torch.nn.Conv2d(c, c, 3, s, 1, groups=c, bias=False)
+  x = np.random.default_rng(2).normal(size=(2, *hw, c)).astype(np.float32)
+  xt = nchw(x).requires_grad_(True)
+  torch.sin(conv(xt)).sum().backward()
+  kernel = np.transpose(conv.weight.detach().numpy(), (2, 3, 1, 0))
+  gx, gk = jax.grad(lambda x, k: jnp.sum(jnp.sin(layers.depthwise_conv_taps(x, k, (s, s), (1, 1)))),
+                    argnums=(0, 1))(jnp.asarray(x), jnp.asarray(kernel))
+  assert rel_err(gx, nhwc(xt.grad)) < 1e-5
+  assert rel_err(gk, np.transpose(conv.weight.grad.numpy(), (2, 3, 1, 0))) < 1e-5

@@ -266,6 +266,16 @@ def _area_matrix(start, stop, size: int, out: int):
   return mat, jnp.maximum(hi - lo, 1).astype(jnp.float32)
 
 
+def _area_matrix_np(size: int, out: int) -> np.ndarray:
+  """:func:`_area_matrix` of the whole range ``[0, size)``, row-normalised, in NumPy."""
+  i = np.arange(out)
+  lo = (i * size) // out
+  hi = ((i + 1) * size + out - 1) // out
+  pos = np.arange(size)
+  mat = ((pos >= lo[:, None]) & (pos < hi[:, None])).astype(np.float32)
+  return mat / np.maximum(hi - lo, 1).astype(np.float32)[:, None]
+
+
 def crop_area(frames: jax.Array, boxes: jax.Array, size: int) -> jax.Array:
   """Area-interpolated crops of fixed boxes, differentiable in ``frames``.
 
@@ -359,11 +369,17 @@ def resize_area(frames: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
   """Whole-frame area resize (B, H, W, C) -> (B, oh, ow, C), differentiable (as the pyramid)."""
   _, h, w, _ = frames.shape
   oh, ow = out_hw
-  zero = jnp.zeros((), jnp.int32)
-  rows, kh = _area_matrix(zero, jnp.asarray(h, jnp.int32), h, oh)
-  cols, kw = _area_matrix(zero, jnp.asarray(w, jnp.int32), w, ow)
-  t = jnp.einsum("iy,byxc->bixc", rows, frames) / kh[None, :, None, None]
-  return jnp.einsum("jx,bixc->bijc", cols, t) / kw[None, None, :, None]
+  # Host-built averaging matrices applied as two plain 2-D matmuls (rows; columns with the
+  # channels folded in by a Kronecker product), so that the backward pass's dots come out
+  # in natural order. As einsums, the gradient of every pyramid level came out
+  # transposed (C = 3 minor), and XLA:CPU fused the transposing sum of all levels into each
+  # optimizer moment: 2 x 27 ms of a 130 ms MTCNN attack step on 4x256x256.
+  b, c = frames.shape[0], frames.shape[3]
+  rows = _area_matrix_np(h, oh)                                       # (oh, h)
+  cols = np.kron(_area_matrix_np(w, ow).T, np.eye(c, dtype=np.float32))  # (w c, ow c)
+  t = rows @ jnp.transpose(frames, (1, 0, 2, 3)).reshape(h, b * w * c)  # (oh, b w c)
+  t = t.reshape(oh * b, w * c) @ cols                                  # (oh b, ow c)
+  return jnp.transpose(t.reshape(oh, b, ow, c), (1, 0, 2, 3))
 
 
 def pnet_pyramid(variables, frames: jax.Array, config: Mapping[str, Any] | None = None):

@@ -258,10 +258,13 @@ def _loop_parts(loss_fn, attack: Attack, max_iter: int, thresholds) -> _Loop:
   grad_fn = jax.grad(objective, has_aux=True)
 
   def init(x_obf):
-    loss0 = losses_of(x_obf)
-    thr = thr_for(loss0.shape[1])
+    # Stage 0 for every frame: the first step computes the true stages (and masks the
+    # update of frames already converged) from the same forward pass as its gradient, so
+    # no separate forward of every victim is spent here. Results are the same.
+    v = jax.eval_shape(losses_of, x_obf).shape[1]
+    thr = thr_for(v)
     b = x_obf.shape[0]
-    return (jnp.zeros([], jnp.int32), x_obf, attack.tx.init(x_obf), cascade_stage(loss0, thr),
+    return (jnp.zeros([], jnp.int32), x_obf, attack.tx.init(x_obf), jnp.zeros((b,), jnp.int32),
             jnp.zeros((b,), jnp.int32), thr)
 
   def cond(c):

@@ -178,9 +178,13 @@ class Deidentifier:
     ctx.camera = self.camera
     targets = []
     for v in self.victims:  # Cascade order: detector, landmarks, gaze.
-      targets.append(v.targets(v.params, x, ctx))
-      if v.annotate is not None:
+      t = v.targets(v.params, x, ctx)
+      if isinstance(t, dict) and "landmarks68" in t:  # FAN: no second pass to annotate.
+        t = dict(t)
+        ctx.landmarks68 = np.asarray(t.pop("landmarks68"))
+      elif v.annotate is not None:
         v.annotate(v.params, x, ctx)
+      targets.append(t)
     regions = [obfuscation.face_regions(d["boxes"], x.shape[1:3], cfg.mask_scale) for d in dets]
     x_obf = obfuscation.obfuscate(x, regions, cfg.deid)
     return self.shard((jnp.asarray(x_obf), targets))

@@ -239,11 +239,15 @@ def _fan_victim(variables, meta) -> Victim:
   @jax.jit
   def _targets(params, frames, boxes, valid):
     center, scale, m = _geometry(boxes)
-    hm = fan.apply(params, _crops(frames, m, boxes.shape[1]), config)
+    b, k = boxes.shape[:2]
+    hm = fan.apply(params, _crops(frames, m, k), config)
+    lms = fan.decode_heatmaps(hm, center, scale, config["scale_factor"]).reshape(b, k, 68, 2)
     return {"heatmaps": hm, "matrices": m, "center": center, "scale": scale,
-            "valid": valid.astype(jnp.float32)}
+            "valid": valid.astype(jnp.float32), "landmarks68": lms}
 
   def targets(params, frames, ctx: FaceContext):
+    """The targets, with the decoded 68 landmarks (``landmarks68``, unused by the loss) so
+    that the pipeline need not run FAN a second time to annotate the context."""
     return _targets(params, jnp.asarray(frames), jnp.asarray(ctx.boxes), jnp.asarray(ctx.valid))
 
   def loss(params, frames, t):

@@ -202,4 +202,5 @@ def test_two_processes_split_the_corpus(resumed_run, corpus_dir, real_weights, t
     two = np.stack(list(video.VideoReader(str(out / f"{rel}.mkv")))).astype(int)
     one = np.stack(list(video.VideoReader(str(resumed_run["out"] / f"{rel}.mkv")))).astype(int)
     diff = np.abs(two - one)
-    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (rel, diff.max(), (diff > 0).mean())
+    # As tests/sharding_test.py: float summation order differs with the device count.
+    assert diff.max() <= 2 and (diff > 0).mean() < 5e-3, (rel, diff.max(), (diff > 0).mean())

@@ -4,6 +4,7 @@
 #               the main job on an embedded sample.
 #   make test   creates .venv-test (upstream PyTorch reference packages for parity tests) and
 #               runs the whole test suite.
+#   make benchmark  (optional) scripts/benchmark.py against PyTorch eager, into B.json.
 PYTHON ?= python3
 VENV ?= .venv
 TEST_VENV ?= .venv-test
@@ -11,7 +12,7 @@ WEIGHTS ?= $(HOME)/.cache/drsf_jax
 PIP_FLAGS ?= -q --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv test-venv weights clean
+.PHONY: demo test benchmark venv test-venv weights clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,13 @@ test-venv: $(TEST_VENV)/.installed
 
 test: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python -m pytest -ra --durations=15 $(PYTEST_ARGS)
+
+# Throughput against the PyTorch eager baselines (benchmarks/); needs ../shared. Not part of
+# the tests: it takes about half an hour on 2 CPU cores. BENCH_ARGS adds or overrides flags.
+BENCH_ARGS ?=
+benchmark: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/python scripts/benchmark.py --compare_torch --end_to_end --startup \
+	  --output B.json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TEST_VENV) .pytest_cache

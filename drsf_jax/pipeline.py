@@ -106,7 +106,7 @@ class Deidentifier:
     def loss_fn(x, params, targets):
       return jnp.stack([v.loss(p, x, t) for v, p, t in zip(vs, params, targets)], axis=1)
 
-    self._loss_fn = loss_fn
+    self.loss_fn = loss_fn  # (x, params, targets) -> (B, V): what the attack minimises.
 
     # XLA:CPU runs while_loop bodies ~1.6x slower than the same step jitted alone, so on
     # CPU the steps are driven from Python; elsewhere the attack is one while_loop program.
@@ -178,20 +178,12 @@ class Deidentifier:
     ctx.camera = self.camera
     targets = []
     for v in self.victims:  # Cascade order: detector, landmarks, gaze.
-      t = v.targets(v.params, x, ctx)
-      if isinstance(t, dict) and "landmarks68" in t:  # FAN: no second pass to annotate.
-        t = dict(t)
-        ctx.landmarks68 = np.asarray(t.pop("landmarks68"))
-      elif v.annotate is not None:
-        v.annotate(v.params, x, ctx)
-      targets.append(t)
+      targets.append(v.targets(v.params, x, ctx))
+      if v.annotate is not None:
+        v.annotate(v.params, x, ctx, targets[-1])
     regions = [obfuscation.face_regions(d["boxes"], x.shape[1:3], cfg.mask_scale) for d in dets]
     x_obf = obfuscation.obfuscate(x, regions, cfg.deid)
     return self.shard((jnp.asarray(x_obf), targets))
-
-  def loss_fn(self, x, params, targets):
-    """(B, V) losses of every victim at frames ``x`` (what the attack minimises)."""
-    return self._loss_fn(x, params, targets)
 
   def attack_batch(self, frames_u8: np.ndarray, dets: list[dict]) -> tuple[np.ndarray, dict]:
     """Obfuscates and attacks one batch; returns uint8 frames and per-batch statistics.

@@ -97,6 +97,8 @@ class Victim:
   loss: Callable[..., jax.Array]
   # Adds this victim's predictions on the originals to the context for later victims
   # (FAN's 68 landmarks feed the gaze victims' head pose). None for most victims.
+  # ``annotate(params, frames, ctx, targets=None)``: given this victim's targets on the
+  # same frames, it reads the predictions from them instead of running the model again.
   annotate: Callable[..., None] | None = None
 
 
@@ -236,18 +238,23 @@ def _fan_victim(variables, meta) -> Victim:
     reps = jnp.repeat(frames, k, axis=0)
     return fan.crop(reps, m, res)
 
-  @jax.jit
-  def _targets(params, frames, boxes, valid):
-    center, scale, m = _geometry(boxes)
+  def _forward(params, frames, boxes):
+    """Heatmaps, crop geometry and decoded landmarks (B, K, 68, 2) of the faces ``boxes``."""
     b, k = boxes.shape[:2]
+    center, scale, m = _geometry(boxes)
     hm = fan.apply(params, _crops(frames, m, k), config)
     lms = fan.decode_heatmaps(hm, center, scale, config["scale_factor"]).reshape(b, k, 68, 2)
+    return hm, center, scale, m, lms
+
+  @jax.jit
+  def _targets(params, frames, boxes, valid):
+    hm, center, scale, m, lms = _forward(params, frames, boxes)
     return {"heatmaps": hm, "matrices": m, "center": center, "scale": scale,
             "valid": valid.astype(jnp.float32), "landmarks68": lms}
 
   def targets(params, frames, ctx: FaceContext):
     """The targets, with the decoded 68 landmarks (``landmarks68``, unused by the loss) so
-    that the pipeline need not run FAN a second time to annotate the context."""
+    that ``annotate`` need not run FAN a second time on the same frames."""
     return _targets(params, jnp.asarray(frames), jnp.asarray(ctx.boxes), jnp.asarray(ctx.valid))
 
   def loss(params, frames, t):
@@ -258,17 +265,16 @@ def _fan_victim(variables, meta) -> Victim:
 
   @jax.jit
   def _predict(params, frames, boxes):
-    b, k = boxes.shape[:2]
-    center, scale, m = _geometry(boxes)
-    hm = fan.apply(params, _crops(frames, m, k), config)
-    return fan.decode_heatmaps(hm, center, scale, config["scale_factor"]).reshape(b, k, 68, 2)
+    return _forward(params, frames, boxes)[-1]
 
   def predict(params, frames, ctx: FaceContext):
     lms = np.asarray(_predict(params, jnp.asarray(frames), jnp.asarray(ctx.boxes)))
     return [[lms[i, j] for j in range(lms.shape[1]) if ctx.valid[i, j]] for i in range(lms.shape[0])]
 
-  def annotate(params, frames, ctx: FaceContext):
-    ctx.landmarks68 = np.asarray(_predict(params, jnp.asarray(frames), jnp.asarray(ctx.boxes)))
+  def annotate(params, frames, ctx: FaceContext, targets=None):
+    lms = (targets["landmarks68"] if targets is not None
+           else _predict(params, jnp.asarray(frames), jnp.asarray(ctx.boxes)))
+    ctx.landmarks68 = np.asarray(lms)
 
   return Victim("fan", "landmarks", variables, config, meta, predict, targets, loss, annotate)
 

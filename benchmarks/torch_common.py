@@ -61,6 +61,21 @@ def _state_dict(path: str, key: str | None = None) -> dict:
   return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
 
 
+def randomize_batchnorm(m: torch.nn.BatchNorm2d, g: torch.Generator):
+  """Seeded non-trivial affine and running statistics for one BatchNorm, in place.
+
+  torch's default init makes a BatchNorm the identity (mean 0, var 1, weight 1, bias 0),
+  which would not exercise the conversion of those tensors. Draws from ``g`` in a fixed
+  order (weight, bias, mean, var), so callers interleaving other draws stay reproducible.
+  """
+  c = m.num_features
+  with torch.no_grad():
+    m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+    m.bias.copy_(torch.randn(c, generator=g) * 0.1)
+    m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+    m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+
+
 def make_random_fan(path: str) -> str:
   """``face_alignment.models.FAN(4)`` with ``torch.manual_seed(0)`` init, saved to ``path``.
 
@@ -72,14 +87,9 @@ def make_random_fan(path: str) -> str:
   torch.manual_seed(FAN_SEED)
   model = FAN(4)
   g = torch.Generator().manual_seed(FAN_SEED)
-  with torch.no_grad():
-    for m in model.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):
-        c = m.num_features
-        m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-        m.bias.copy_(torch.randn(c, generator=g) * 0.1)
-        m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-        m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+  for m in model.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+      randomize_batchnorm(m, g)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + ".part"
   torch.save(model.state_dict(), tmp)
@@ -369,10 +379,11 @@ def pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def mtcnn_windows(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
-  """facenet-pytorch's ``pad`` crop windows (..., 4) int ``x0, y0, x1, y1`` of float boxes."""
-  b = np.trunc(np.asarray(boxes, np.float32)).astype(np.int64)
-  return np.stack([np.maximum(b[..., 0], 1) - 1, np.maximum(b[..., 1], 1) - 1,
-                   np.minimum(b[..., 2], width), np.minimum(b[..., 3], height)], axis=-1)
+  """facenet-pytorch's ``pad`` crop windows (..., 4) int ``x0, y0, x1, y1`` of float boxes
+  (:func:`drsf_jax.models.mtcnn.crop_windows`, as NumPy)."""
+  from drsf_jax.models import mtcnn
+  win = mtcnn.crop_windows(np.asarray(boxes, np.float32), height, width)
+  return np.stack([np.asarray(v) for v in win], axis=-1).astype(np.int64)
 
 
 def mtcnn_box_crops(frames255: torch.Tensor, windows: np.ndarray, size: int) -> torch.Tensor:
@@ -386,15 +397,9 @@ def mtcnn_box_crops(frames255: torch.Tensor, windows: np.ndarray, size: int) -> 
 
 
 def mtcnn_pyramid_scales(h: int, w: int, min_face_size: float = 20, factor: float = 0.709):
-  """facenet-pytorch's image-pyramid scales."""
-  m = 12.0 / min_face_size
-  minl = min(h, w) * m
-  scales, scale = [], m
-  while minl >= 12:
-    scales.append(scale)
-    scale *= factor
-    minl *= factor
-  return scales
+  """facenet-pytorch's image-pyramid scales (the same list the JAX port uses)."""
+  from drsf_jax.models import mtcnn
+  return mtcnn.pyramid_scales(h, w, min_face_size, factor)
 
 
 def to_torch(tree):

@@ -8,15 +8,11 @@ a readable lossless video. Real frames (talking_head_a) and real weights (random
 
 import functools
 import importlib.util
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO, read_frames, shared_dir, shared_file
-
-if REPO not in sys.path:
-  sys.path.insert(0, REPO)
+from conftest import read_frames, shared_dir, shared_file
 
 VICTIM_SETS = [("retinaface",), ("retinaface", "fan"), ("retinaface", "fan", "MPIIGaze"), ("mtcnn",)]
 EPS = 8 / 255

@@ -1,11 +1,14 @@
 """Shared test fixtures: locating ../shared, real images and video frames."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # benchmarks/ (the PyTorch baselines and their helpers) is not installed.
+  sys.path.insert(0, REPO)
 
 
 def shared_dir() -> str:

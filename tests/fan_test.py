@@ -29,14 +29,12 @@ def _rel(a, b) -> float:
 def _randomize(model, seed: int = 0):
   """Randomises every parameter and BatchNorm running statistic of a torch module."""
   import torch
+  from benchmarks.torch_common import randomize_batchnorm
   g = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for name, mod in model.named_modules():
       if isinstance(mod, torch.nn.BatchNorm2d):
-        mod.weight.copy_(torch.rand(mod.weight.shape, generator=g) + 0.5)
-        mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.1)
-        mod.running_mean.copy_(torch.randn(mod.running_mean.shape, generator=g) * 0.1)
-        mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) + 0.5)
+        randomize_batchnorm(mod, g)
       elif isinstance(mod, torch.nn.Conv2d):
         fan_in = mod.weight[0].numel()
         mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * 0.5 / np.sqrt(fan_in))

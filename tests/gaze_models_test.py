@@ -49,15 +49,12 @@ def _ptgaze_model(model: str):
 def _randomize(module, seed: int):
   """Random weights with sensible scales and random BatchNorm running statistics."""
   import torch
+  from benchmarks.torch_common import randomize_batchnorm
   g = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for name, m in module.named_modules():
       if isinstance(m, torch.nn.BatchNorm2d):
-        c = m.num_features
-        m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-        m.bias.copy_(torch.randn(c, generator=g) * 0.1)
-        m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-        m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+        randomize_batchnorm(m, g)
       elif isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
         fan_in = m.weight[0].numel()
         m.weight.copy_(torch.randn(m.weight.shape, generator=g) * np.sqrt(2.0 / fan_in))

@@ -396,7 +396,7 @@ def pnet_pyramid(variables, frames: jax.Array, config: Mapping[str, Any] | None 
   cfg = _config(config)
   h, w = frames.shape[1], frames.shape[2]
   out = []
-  for scale in _pyramid_scales(h, w, cfg["min_face_size"], cfg["factor"]):
+  for scale in pyramid_scales(h, w, cfg["min_face_size"], cfg["factor"]):
     level = resize_area(frames * 255.0, (int(h * scale + 1), int(w * scale + 1)))
     reg, prob = _MODULES["pnet"].apply(_net_vars(variables, "pnet"), (level - PIXEL_MEAN) * PIXEL_SCALE)
     out.append((reg, prob[..., 1]))
@@ -539,7 +539,8 @@ def _pad(b: np.ndarray, w: int, h: int):
   return x - 1, y - 1, ex, ey, valid
 
 
-def _pyramid_scales(h: int, w: int, min_face_size: float, factor: float) -> list[float]:
+def pyramid_scales(h: int, w: int, min_face_size: float, factor: float) -> list[float]:
+  """facenet-pytorch's image-pyramid scales for an ``h`` x ``w`` frame."""
   m = 12.0 / min_face_size
   minl = min(h, w) * m
   scales = []
@@ -614,7 +615,7 @@ def detect(variables, frames, config: Mapping[str, Any] | None = None
   # Stage 1: PNet on the pyramid, all frames of a scale in one call.
   per_frame = [[] for _ in range(n_frames)]
   z = np.zeros(1, np.int64)
-  for scale in _pyramid_scales(h, w, cfg["min_face_size"], cfg["factor"]):
+  for scale in pyramid_scales(h, w, cfg["min_face_size"], cfg["factor"]):
     oh, ow = int(h * scale + 1), int(w * scale + 1)
     level = np.concatenate([_area_resize(s, z, z, z + w, z + h, oh, ow) for s in integrals])
     reg, prob = jax.device_get(pnet_apply(variables, jnp.asarray(_to_net(level))))

@@ -25,6 +25,8 @@ no public checkpoint here: seeded random weights, the same in both frameworks).
   python scripts/benchmark.py --sets mtcnn --batch_sizes 4 --repeats 3     # a quick look
 """
 
+import dataclasses
+import functools
 import json
 import os
 import platform
@@ -139,12 +141,18 @@ def _shared_file(*parts) -> str:
   return path
 
 
+@functools.lru_cache(maxsize=1)
+def _video_frames() -> tuple:
+  """Every frame of talking_head_a, decoded once per run."""
+  from drsf_jax import video
+  return tuple(video.VideoReader(_shared_file("data", "talking_head_a.mp4")))
+
+
 def real_frames(n: int, size: int):
   """``n`` frames of talking_head_a (every 3rd, wrapping), resized to ``size``."""
   import cv2
   import numpy as np
-  from drsf_jax import video
-  allf = list(video.VideoReader(_shared_file("data", "talking_head_a.mp4")))
+  allf = _video_frames()
   idx = [(3 * i) % len(allf) for i in range(n)]
   return np.stack([cv2.resize(allf[i], (size, size), interpolation=cv2.INTER_AREA)
                    if allf[i].shape[:2] != (size, size) else allf[i] for i in idx])
@@ -241,12 +249,6 @@ def bench_jax(d, x_obf, targets, repeats, budget) -> dict:
   return out
 
 
-def _to_numpy(tree):
-  import jax
-  import numpy as np
-  return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
-
-
 _TORCH_MODELS = {}  # Upstream models, loaded once and reused across batch sizes.
 
 
@@ -257,17 +259,16 @@ def bench_torch(names, sources, x_obf, targets, repeats, budget, threads) -> dic
   from benchmarks import torch_baselines
   from drsf_jax import attacks
   torch.set_num_threads(threads)
-  ts_set = torch_baselines.TorchVictimSet(list(names), sources, _to_numpy(targets),
+  ts_set = torch_baselines.TorchVictimSet(list(names), sources, list(targets),
                                           np.asarray(x_obf), eps=attacks.DEFAULT_EPS,
                                           lr=attacks.DEFAULT_LR["adam"], threads=threads,
                                           models=_TORCH_MODELS)
   _TORCH_MODELS.update(ts_set.models)
   b = x_obf.shape[0]
-  x = torch_baselines.to_nchw(np.asarray(x_obf))
 
   def infer():
     with torch.no_grad():
-      ts_set.losses(x)
+      ts_set.losses(ts_set.x_obf)
 
   out = {}
   ts = _time(infer, repeats, budget)
@@ -281,32 +282,36 @@ def bench_torch(names, sources, x_obf, targets, repeats, budget, threads) -> dic
   return out
 
 
-def end_to_end(names, weights_dir, sources, frames, iters, batch, threads, compare_torch) -> dict:
-  """Whole de-identification of ``frames`` frames of talking_head_a, frames/s."""
-  from drsf_jax import pipeline
+def write_clip(path: str, frames: int) -> str:
+  """The first ``frames`` frames of talking_head_a at native size, lossless (FFV1)."""
   from drsf_jax import video
-  tmp = tempfile.mkdtemp(prefix="drsf_bench_")
-  clip = os.path.join(tmp, "clip.mkv")  # The first frames at native size, lossless.
   r = video.VideoReader(_shared_file("data", "talking_head_a.mp4"), max_frames=frames)
-  with video.VideoWriter(clip, r.fps, (r.width, r.height)) as w:
+  with video.VideoWriter(path, r.fps, (r.width, r.height)) as w:
     for f in r:
       w.write(f)
+  return path
+
+
+def end_to_end(names, clip, out_dir, weights_dir, sources, iters, batch, threads,
+               compare_torch) -> dict:
+  """Whole de-identification of ``clip`` (see :func:`write_clip`), frames/s."""
+  from drsf_jax import pipeline
   d = _deidentifier(names, weights_dir, batch, max_iter=iters)
   cfg = d.cfg
-  out = {"victims": list(names), "frames": frames, "iterations": iters, "batch_size": batch,
-         "frame_size": [r.width, r.height]}
-  import dataclasses
   warm = dataclasses.replace(cfg, max_frames=batch)  # One batch compiles every program.
-  pipeline.deidentify(clip, os.path.join(tmp, "warm.mkv"), warm, weights_dir, progress=False,
+  pipeline.deidentify(clip, os.path.join(out_dir, "warm.mkv"), warm, weights_dir, progress=False,
                       deidentifier=d)
-  rep = pipeline.deidentify(clip, os.path.join(tmp, "jax.mkv"), cfg, weights_dir, progress=False,
+  rep = pipeline.deidentify(clip, os.path.join(out_dir, "jax.mkv"), cfg, weights_dir, progress=False,
                             deidentifier=d)
+  frames = rep["video"]["num_frames"]
+  out = {"victims": list(names), "frames": frames, "iterations": iters, "batch_size": batch,
+         "frame_size": [rep["video"]["width"], rep["video"]["height"]]}
   out["jax"] = {"wall_s": rep["wall_time_s"], "frames_per_second": rep["frames_per_second"],
                 "iterations_mean": rep["summary"]["iterations_mean"]}
   if compare_torch:
     from benchmarks import torch_baselines
     from drsf_jax import attacks
-    t = torch_baselines.run_original_like(clip, os.path.join(tmp, "torch.mkv"), list(names), sources,
+    t = torch_baselines.run_original_like(clip, os.path.join(out_dir, "torch.mkv"), list(names), sources,
                                           max_frames=frames, batch_size=batch, iters=iters,
                                           deid=cfg.deid, threads=threads, eps=cfg.eps,
                                           lr=attacks.DEFAULT_LR["adam"])
@@ -374,22 +379,29 @@ def main(argv):
   del argv
   if FLAGS.startup_probe:
     return startup_probe()
-  import jax
   threads = FLAGS.threads or os.cpu_count()
   sets = [tuple(s.split("+")) for s in FLAGS.sets.split(",") if s]
+  e2e_sets = [tuple(s.split("+")) for s in FLAGS.e2e_sets.split(",") if s] if FLAGS.end_to_end else []
   batches = [int(b) for b in FLAGS.batch_sizes.split(",") if b]
   fan_batches = [int(b) for b in (FLAGS.fan_batch_sizes or FLAGS.batch_sizes).split(",") if b]
   if not sets or not batches or not fan_batches or min(batches + fan_batches) < 1:
     raise cli.UserError("--sets and --batch_sizes need at least one entry each (batch sizes >= 1)")
   from drsf_jax import detectors, victims
   known = set(detectors.DETECTORS) | set(victims.ALIGNMENTS) | set(victims.GAZE_MODELS)
-  for s in sets:
+  for s in sets + e2e_sets:
     for n in s:
       if n not in known or n == "none":
-        raise cli.UserError(f"unknown victim {n!r} in --sets; known: {', '.join(sorted(known - {'none'}))}")
-  weights_dir = FLAGS.weights_dir or tempfile.mkdtemp(prefix="drsf_bench_weights_")
-  needed = sorted({n for s in sets for n in s} | set("+".join(FLAGS.e2e_sets.split(",")).split("+") if FLAGS.end_to_end else ())
-                  | ({"mtcnn"} if FLAGS.startup else set()))
+        raise cli.UserError(f"unknown victim {n!r} in --sets/--e2e_sets; known: "
+                            f"{', '.join(sorted(known - {'none'}))}")
+  with tempfile.TemporaryDirectory(prefix="drsf_bench_") as scratch:  # Removed at the end.
+    _run(sets, batches, fan_batches, e2e_sets, threads,
+         FLAGS.weights_dir or os.path.join(scratch, "weights"), scratch)
+
+
+def _run(sets, batches, fan_batches, e2e_sets, threads, weights_dir, scratch):
+  """The measurements of :func:`main`, after the flags are checked."""
+  import jax
+  needed = sorted({n for s in sets + e2e_sets for n in s} | ({"mtcnn"} if FLAGS.startup else set()))
   from drsf_jax import checkpoints
   have = all(os.path.exists(checkpoints.weights_path(n, weights_dir)) for n in needed)
   sources = {}
@@ -445,11 +457,14 @@ def main(argv):
 
   if FLAGS.end_to_end:
     result["end_to_end"] = []
-    for key in [k for k in FLAGS.e2e_sets.split(",") if k]:
-      print(f"end to end: {key}, {FLAGS.e2e_frames} frames, {FLAGS.e2e_iters} iterations ...", flush=True)
-      result["end_to_end"].append(end_to_end(tuple(key.split("+")), weights_dir, sources,
-                                             FLAGS.e2e_frames, FLAGS.e2e_iters, FLAGS.e2e_batch_size,
-                                             threads, FLAGS.compare_torch))
+    clip = write_clip(os.path.join(scratch, "clip.mkv"), FLAGS.e2e_frames)
+    for names in e2e_sets:
+      print(f"end to end: {'+'.join(names)}, {FLAGS.e2e_frames} frames, {FLAGS.e2e_iters} iterations ...",
+            flush=True)
+      out_dir = tempfile.mkdtemp(prefix="e2e_", dir=scratch)
+      result["end_to_end"].append(end_to_end(names, clip, out_dir, weights_dir, sources,
+                                             FLAGS.e2e_iters, FLAGS.e2e_batch_size, threads,
+                                             FLAGS.compare_torch))
       if FLAGS.output:
         _write(FLAGS.output, result)
   if FLAGS.startup:

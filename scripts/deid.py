@@ -116,7 +116,7 @@ def _corpus(cfg):
   print(f"{scope}: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed "
         f"of {len(items)} videos" + (f"; summary {os.path.join(FLAGS.output_dir, corpus.SUMMARY_NAME)}"
                                      if "done" in summary else ""))
-  failed = summary.get("failed") or [v for v in summary["videos"] if v["status"] == "failed"]
+  failed = [v for v in summary["videos"] if v["status"] == "failed"]
   if failed:
     raise cli.UserError(f"{len(failed)} of {len(items)} video(s) failed (listed in the summary); "
                         f"first: {failed[0]['reason']}")

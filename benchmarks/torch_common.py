@@ -121,10 +121,11 @@ def prepare_weights(weights_dir: str, shared_dir: str, names=("retinaface", "fan
       if force or not os.path.isfile(src):
         make_random_fan(src)
     elif name == "mtcnn":
+      from weights_conversion import common as conv_common
       from weights_conversion import mtcnn as mtcnn_conv
-      try:
+      try:  # Only the missing package / missing files condition; conversion errors propagate.
         src = os.path.dirname(mtcnn_conv.find_facenet_weights()["pnet"])
-      except Exception:  # pylint: disable=broad-except
+      except conv_common.ConversionError:
         continue
     else:
       raise ValueError(f"no torch baseline for victim {name!r}")

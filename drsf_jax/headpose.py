@@ -763,9 +763,15 @@ def denormalize_gaze(pitch_yaw: jax.Array, normalizing_rotation: jax.Array) -> j
 
 
 def angle_between_deg(v1: jax.Array, v2: jax.Array) -> jax.Array:
-  """Angle in degrees between (..., 3) vectors (``atan2(|a x b|, a . b)``, stable near 0)."""
+  """Angle in degrees between (..., 3) vectors (``atan2(|a x b|, a . b)``, stable near 0).
+
+  The one angle function of the project (gaze error in :mod:`drsf_jax.metrics` and
+  DiffScore's gaze term use it too). A zero-length or non-finite vector has no direction:
+  its angle is NaN, never 0 (``atan2(0, 0)`` would score it as a perfect match).
+  """
   a = jnp.asarray(v1)
   b = jnp.asarray(v2)
   cross = jnp.linalg.norm(jnp.cross(a, b), axis=-1)
   dot = jnp.sum(a * b, axis=-1)
-  return jnp.degrees(jnp.arctan2(cross, dot))
+  defined = (jnp.linalg.norm(a, axis=-1) > 0) & (jnp.linalg.norm(b, axis=-1) > 0)  # False for NaN.
+  return jnp.where(defined, jnp.degrees(jnp.arctan2(cross, dot)), jnp.nan)

@@ -20,13 +20,21 @@ import math
 import numpy as np
 
 from drsf_jax import geometry
+from drsf_jax import headpose
+from drsf_jax import records
 
 
-def _angle_deg(a, b) -> float:
-  a = np.asarray(a, np.float64)
-  b = np.asarray(b, np.float64)
-  # atan2(|a x b|, a . b): exact (0) for identical vectors, unlike acos near 1.
-  return math.degrees(math.atan2(float(np.linalg.norm(np.cross(a, b))), float(np.dot(a, b))))
+def gaze_angle_deg(a, b) -> float:
+  """Angle in degrees between two 3-D gaze vectors (:func:`headpose.angle_between_deg`).
+
+  Raises:
+    ValueError: when either vector has zero length or a non-finite component (it has no
+      direction, so it cannot be scored; never a 0° "perfect" error).
+  """
+  angle = float(headpose.angle_between_deg(np.asarray(a, np.float32), np.asarray(b, np.float32)))
+  if not math.isfinite(angle):
+    raise ValueError(f"gaze vector without a direction (zero length or non-finite): {list(a)} vs {list(b)}")
+  return angle
 
 
 def _landmarks(ref_face, pred_face):
@@ -56,7 +64,7 @@ def frame_metrics(ref_faces: list, pred_faces: list) -> dict | None:
     out["iou"] = float(ious[j])
     out["landmark_px"], out["nme"] = _landmarks(ref, pred)
     if ref.get("gaze") and pred.get("gaze"):
-      out["gaze_angle_deg"] = _angle_deg(ref["gaze"]["vector"], pred["gaze"]["vector"])
+      out["gaze_angle_deg"] = gaze_angle_deg(ref["gaze"]["vector"], pred["gaze"]["vector"])
   out["diffscore"] = ((1 - out["iou"]) + (out["nme"] or 0.0)
                       + math.radians(out["gaze_angle_deg"] or 0.0))
   return out
@@ -68,7 +76,18 @@ def _mean(vals):
 
 
 def compare(reference: dict, prediction: dict) -> dict:
-  """Per-frame metrics and a summary for two validated schema-1 documents."""
+  """Per-frame metrics and a summary for two validated schema-1 documents.
+
+  Raises:
+    ValueError: when both documents name their video's size and the sizes differ (boxes
+      and landmarks in pixels of different frames cannot be compared).
+  """
+  rv, pv = reference.get("video"), prediction.get("video")
+  if rv and pv and records.LEGACY_PATH not in (rv.get("path"), pv.get("path")):
+    rs, ps = (rv.get("width"), rv.get("height")), (pv.get("width"), pv.get("height"))
+    if rs != ps:
+      raise ValueError(f"the videos differ in size: reference {rs[0]}x{rs[1]}, prediction "
+                       f"{ps[0]}x{ps[1]}; their pixel coordinates cannot be compared")
   ref = {f["frame_id"]: f["faces"] for f in reference["frames"]}
   pred = {f["frame_id"]: f["faces"] for f in prediction["frames"]}
   common = sorted(ref.keys() & pred.keys())

@@ -24,6 +24,7 @@ from typing import Any
 
 SCHEMA = "drsf-jax/predictions/1"
 SCHEMA_FILE = os.path.join(os.path.dirname(__file__), "schemas", "predictions-1.schema.json")
+LEGACY_PATH = "<legacy>"  # video.path of an imported legacy file (its frame size is unknown).
 
 
 class RecordError(ValueError):
@@ -66,7 +67,21 @@ def validate(doc: Any, source: str = "predictions") -> dict:
   ids = [f["frame_id"] for f in doc["frames"]]
   if any(b <= a for a, b in zip(ids, ids[1:])):
     raise RecordError(f"{source}: frame ids are not strictly increasing")
+  _check_faces(doc, source)
   return doc
+
+
+def _check_faces(doc: dict, source: str):
+  """What the JSON Schema cannot say: boxes are not inverted, gaze vectors have a direction."""
+  for i, frame in enumerate(doc["frames"]):
+    for j, face in enumerate(frame["faces"]):
+      where = f"frames/{i}/faces/{j}"
+      x1, y1, x2, y2 = face["box"]
+      if x2 < x1 or y2 < y1:
+        raise RecordError(f"{source}: inverted box at {where}: {face['box']} (x2 < x1 or y2 < y1)")
+      gaze = face.get("gaze")
+      if gaze and not any(v != 0 for v in gaze["vector"]):
+        raise RecordError(f"{source}: zero gaze vector at {where}/gaze/vector (it has no direction)")
 
 
 def read(path: str) -> dict:
@@ -134,6 +149,6 @@ def import_legacy(items: list, source: str = "legacy") -> dict:
       frames.append({"frame_id": int(it["frame_id"]), "faces": faces})
   except (KeyError, TypeError, ValueError, IndexError) as e:
     raise RecordError(f"{source}: not a drsf-jax or original-project predictions file ({type(e).__name__}: {e})") from None
-  return {"schema": SCHEMA, "video": {"path": "<legacy>", "width": 1, "height": 1, "fps": 1.0,
+  return {"schema": SCHEMA, "video": {"path": LEGACY_PATH, "width": 1, "height": 1, "fps": 1.0,
                                       "num_frames": len(frames)},
           "models": {"legacy": {"weights_sha256": None}}, "frames": frames}

@@ -137,3 +137,35 @@ def test_evaluate_privacy_on_two_videos(real_weights, tmp_path):
   assert rep["privacy"]["lower_is_better"] and rep["privacy"]["frames"] == 6
   assert rep["privacy"]["reid_rate_same_frame"] <= 0.2
   assert rep["privacy"]["detection_rate"]["dlib_hog"]["original"] >= 0.9
+
+
+def _small_doc(width, height, vector=(0.0, 0.0, -1.0), box=(1.0, 2.0, 30.0, 40.0)):
+  face = {"box": list(box), "score": 0.9, "landmarks5": [[5.0, 6.0], [20.0, 6.0], [12.0, 15.0], [6.0, 25.0],
+                                                        [19.0, 25.0]],
+          "landmarks68": None, "landmarks_source": "5", "head_pose": None,
+          "gaze": {"pitch_yaw": [0.0, 0.0], "vector": list(vector)}}
+  return {"schema": records.SCHEMA,
+          "video": {"path": "v.mp4", "width": width, "height": height, "fps": 30.0, "num_frames": 1},
+          "models": {"retinaface": {"weights_sha256": None}}, "frames": [{"frame_id": 0, "faces": [face]}]}
+
+
+@pytest.mark.parametrize("ref,pred,match", [
+    (_small_doc(64, 48), _small_doc(128, 96), "differ in size: reference 64x48, prediction 128x96"),
+    (_small_doc(64, 48), _small_doc(64, 48, vector=(0, 0, 0)), "zero gaze vector"),
+    (_small_doc(64, 48), _small_doc(64, 48, box=(30.0, 2.0, 1.0, 40.0)), "inverted box"),
+])
+def test_evaluate_script_refuses_what_it_cannot_score(tmp_path, ref, pred, match):
+  """Different frame sizes, a direction-less gaze vector, an inverted box: a one-line
+  error, exit 1, and no report (a [0, 0, 0] gaze used to score a perfect 0 degrees)."""
+  pa, pb = str(tmp_path / "a.json"), str(tmp_path / "b.json")
+  with open(pa, "w") as f:
+    json.dump(ref, f)
+  with open(pb, "w") as f:
+    json.dump(pred, f)
+  out = str(tmp_path / "R.json")
+  p = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "evaluate.py"), "--reference", pa,
+                      "--prediction", pb, "--output", out], capture_output=True, text=True, timeout=300)
+  assert p.returncode == 1, p.stderr
+  lines = p.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error:") and match in lines[0], p.stderr
+  assert sorted(os.listdir(tmp_path)) == ["a.json", "b.json"]

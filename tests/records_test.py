@@ -34,6 +34,10 @@ def test_round_trip_and_schema_file(tmp_path):
     (lambda d: d["frames"][0]["faces"][0].update(box=[1, 2, 3]), "invalid at frames/0/faces/0/box"),
     (lambda d: d["frames"][0]["faces"][0].pop("score"), "'score' is a required property"),
     (lambda d: d["video"].update(width=0), "invalid at video/width"),
+    (lambda d: d["frames"][0]["faces"][0].update(box=[30.0, 2.0, 1.0, 40.0]), "inverted box at frames/0/faces/0"),
+    (lambda d: d["frames"][0]["faces"][0].update(box=[1.0, 40.0, 30.0, 2.0]), "inverted box at frames/0/faces/0"),
+    (lambda d: d["frames"][0]["faces"][0]["gaze"].update(vector=[0, 0.0, -0.0]),
+     "zero gaze vector at frames/0/faces/0/gaze/vector"),
 ])
 def test_invalid_documents_name_the_problem(tmp_path, mutate, match):
   d = _doc()

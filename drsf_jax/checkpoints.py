@@ -3,14 +3,19 @@
 Format (documented in README, "Weights"): one ``flax.serialization`` msgpack file per
 model name, ``<weights_dir>/<model>.msgpack``, holding::
 
-    {"format": "drsf-jax/weights/1",
+    {"format": "drsf-jax/weights/2",
      "meta": "<JSON string>",        # family, model, config, source file + sha256, converter version
-     "variables": {"params": ..., "batch_stats": ...}}   # Flax variable collections
+     "variables_sha256": "<hex>",    # sha256 of the "variables" bytes below
+     "variables": <bytes>}           # flax msgpack of {"params": ..., "batch_stats": ...}
 
-The model config (e.g. RetinaFace anchor sizes) travels inside ``meta`` so that the
-weights alone say how to build the model. Reading is strict: the stored tree must have
-exactly the keys and shapes of the Flax module it is loaded into, and any mismatch is an
-error that names the key.
+The model config (e.g. RetinaFace anchor sizes and activation slope) travels inside
+``meta`` so that the weights alone say how to build the model. The tensor payload is
+checksummed: a file damaged after conversion is an error, not a model that silently
+computes garbage. Files of format 1 were written before the RetinaFace config carried its
+activation (``leaky_slope``) and would load the shared ReLU checkpoint into the LeakyReLU
+network, so they are refused with the command that re-creates them. Reading is strict:
+the stored tree must have exactly the keys and shapes of the Flax module it is loaded
+into, and any mismatch is an error that names the key.
 """
 
 import hashlib
@@ -23,8 +28,9 @@ import flax.serialization
 import jax
 import numpy as np
 
-FORMAT = "drsf-jax/weights/1"
-CONVERTER_VERSION = 1
+FORMAT = "drsf-jax/weights/2"
+OLD_FORMATS = ("drsf-jax/weights/1",)
+CONVERTER_VERSION = 2
 ENV_WEIGHTS_DIR = "DRSF_JAX_WEIGHTS"
 DEFAULT_WEIGHTS_DIR = os.path.join("~", ".cache", "drsf_jax")
 
@@ -86,10 +92,12 @@ def _to_numpy_tree(tree):
 
 def save(path: str, variables: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
   """Writes converted weights atomically (temporary file, then rename)."""
+  blob = flax.serialization.msgpack_serialize(_to_numpy_tree(dict(variables)))
   payload = {
       "format": FORMAT,
       "meta": json.dumps(dict(meta), sort_keys=True),
-      "variables": _to_numpy_tree(dict(variables)),
+      "variables_sha256": hashlib.sha256(blob).hexdigest(),
+      "variables": blob,
   }
   data = flax.serialization.msgpack_serialize(payload)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -106,23 +114,52 @@ def save(path: str, variables: Mapping[str, Any], meta: Mapping[str, Any]) -> st
   return path
 
 
+def _reconvert_hint(path: str, meta_text) -> str:
+  """``; re-create it with: <command>`` for the model named in a file's metadata."""
+  try:
+    model = check_model_name(json.loads(meta_text)["model"])
+  except Exception:  # pylint: disable=broad-except
+    model = os.path.splitext(os.path.basename(path))[0]
+    if model not in MODEL_FAMILIES:
+      return "; re-create it with scripts/convert_weights.py"
+  wdir = os.path.dirname(os.path.abspath(path))
+  return f"; re-create it with: {convert_command(model)} --weights_dir {wdir}"
+
+
 def read(path: str) -> tuple[dict, dict]:
-  """Reads a converted-weights file: ``(variables, meta)``. Raises ``WeightsError``."""
+  """Reads a converted-weights file: ``(variables, meta)``. Raises ``WeightsError``.
+
+  The tensor payload's sha256 is verified before anything is decoded from it.
+  """
   if not os.path.isfile(path):
     raise WeightsError(f"weights file not found: {path}")
   try:
     with open(path, "rb") as f:
       payload = flax.serialization.msgpack_restore(f.read())
   except Exception as e:  # msgpack raises several unrelated types on garbage.
-    raise WeightsError(f"{path}: not a drsf-jax weights file ({type(e).__name__}: {e})") from None
-  if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-    fmt = payload.get("format") if isinstance(payload, dict) else None
-    raise WeightsError(f"{path}: format {fmt!r} is not {FORMAT!r}")
+    raise WeightsError(f"{path}: not a drsf-jax weights file ({type(e).__name__}: {e})"
+                       f"{_reconvert_hint(path, None)}") from None
+  fmt = payload.get("format") if isinstance(payload, dict) else None
+  if fmt in OLD_FORMATS:
+    raise WeightsError(
+        f"{path}: written by an older converter (format {fmt!r}; RetinaFace files of that "
+        f"format lack the activation config){_reconvert_hint(path, payload.get('meta'))}")
+  if fmt != FORMAT:
+    raise WeightsError(f"{path}: format {fmt!r} is not {FORMAT!r}{_reconvert_hint(path, None)}")
+  blob = payload.get("variables")
+  if not isinstance(blob, bytes) or hashlib.sha256(blob).hexdigest() != payload.get("variables_sha256"):
+    raise WeightsError(f"{path}: corrupted (the tensor payload's sha256 does not match)"
+                       f"{_reconvert_hint(path, payload.get('meta'))}")
   try:
     meta = json.loads(payload["meta"])
   except (KeyError, TypeError, ValueError) as e:
-    raise WeightsError(f"{path}: unreadable metadata ({e})") from None
-  return payload["variables"], meta
+    raise WeightsError(f"{path}: unreadable metadata ({e}){_reconvert_hint(path, None)}") from None
+  try:
+    variables = flax.serialization.msgpack_restore(blob)
+  except Exception as e:  # pylint: disable=broad-except
+    raise WeightsError(f"{path}: unreadable tensors ({type(e).__name__}: {e})"
+                       f"{_reconvert_hint(path, payload.get('meta'))}") from None
+  return variables, meta
 
 
 def load(model: str, wdir: str | None = None) -> tuple[dict, dict]:

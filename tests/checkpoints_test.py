@@ -141,3 +141,16 @@ def test_corrupt_and_missing_checkpoints(tmp_path):
     common.load_state_dict(str(bad))
   with pytest.raises(common.ConversionError, match="checkpoint not found"):
     common.load_state_dict(str(tmp_path / "missing.pth"))
+
+
+def test_corrupted_payload_is_an_error_naming_the_convert_command(tmp_path, rng):
+  """Two flipped bytes inside the tensors (the msgpack still parses) must not load."""
+  path = checkpoints.weights_path("mtcnn", str(tmp_path))
+  checkpoints.save(path, _tree(rng), {"model": "mtcnn"})
+  data = bytearray(open(path, "rb").read())
+  for off in (len(data) // 2, len(data) // 2 + 7):  # Inside the float payload.
+    data[off] ^= 0x5A
+  open(path, "wb").write(bytes(data))
+  with pytest.raises(checkpoints.WeightsError,
+                     match=r"corrupted.*convert_weights\.py --model mtcnn --weights_dir"):
+    checkpoints.load("mtcnn", str(tmp_path))

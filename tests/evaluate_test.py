@@ -74,8 +74,8 @@ def test_shifted_predictions_move_metrics_exactly(docs):
 def test_shifted_video_moves_predictions_by_the_shift(docs):
   """Detectors are not shift-equivariant to the pixel, so on the real shifted video the
   test checks the median displacement of MTCNN's landmarks over 64 frames, and that the
-  metrics register it. (RetinaFace-mnet with the shared weights is too unstable for
-  this: its landmarks move by a median 7 px, up to 27 px, for a 2 px shift.)"""
+  metrics register it. (RetinaFace-mnet's shift test, with the network its weights were
+  trained as, is in retinaface_test.py.)"""
   a, b = docs.mtcnn
   dx = [np.mean(np.asarray(fb["faces"][0]["landmarks5"])[:, 0] - np.asarray(fa["faces"][0]["landmarks5"])[:, 0])
         for fa, fb in zip(a["frames"], b["frames"]) if fa["faces"] and fb["faces"]]

@@ -2,6 +2,13 @@
 
 The reference classes come from ``batch_face/face_detection/alignment.py``, loaded as a
 single file (the package ``__init__`` imports modules that are not installed here).
+
+Two networks share those layer names: Pytorch_Retinaface (LeakyReLU 0.1 in the stem, the
+depthwise blocks and the narrow FPN/SSH) and biubug6/Face-Detector-1MB-with-landmark
+(plain ReLU everywhere), which is where the shared MobileNet checkpoint comes from. The
+batch-face class with every ``nn.LeakyReLU``'s slope set to 0 is exactly the latter, so
+it is the reference for the shared weights. The real-frame checks at the end fail with
+the LeakyReLU network (``test_wrong_activation_fails_the_real_frame_checks`` shows it).
 """
 
 import copy
@@ -80,6 +87,18 @@ def _randomize(net, seed: int):
   return net.eval()
 
 
+def _set_leaky_slope(net, slope: float):
+  """Sets every ``nn.LeakyReLU``'s slope (0 turns batch-face's class into Face-Detector-1MB's)."""
+  import torch
+  n = 0
+  for m in net.modules():
+    if isinstance(m, torch.nn.LeakyReLU):
+      m.negative_slope = slope
+      n += 1
+  assert n > 0, "no LeakyReLU found in the reference"
+  return net
+
+
 def _torch_input(frames: np.ndarray):
   """RGB [0, 1] NHWC -> what biubug6's detect.py feeds: BGR*255 minus the mean, NCHW."""
   import torch
@@ -137,13 +156,16 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # Random-weight parity.
 # ----------------------------------------------------------------------------------
 @pytest.mark.parity
-@pytest.mark.parametrize("model,shape,seed", [("retinaface", (2, 128, 160, 3), 0),
-                                              ("retinaface_r50", (1, 96, 128, 3), 1)])
-def test_random_weight_parity(ref, tmp_path, model, shape, seed):
+@pytest.mark.parametrize("model,shape,seed,slope", [("retinaface", (2, 128, 160, 3), 0, 0.1),
+                                                    ("retinaface", (2, 128, 160, 3), 2, 0.0),
+                                                    ("retinaface_r50", (1, 96, 128, 3), 1, 0.1)])
+def test_random_weight_parity(ref, tmp_path, model, shape, seed, slope):
   import torch
   torch.manual_seed(seed)
   net = _randomize(ref.RetinaFace(cfg=TORCH_CFGS[model], phase="test"), seed)
-  config = rf.DEFAULT_CONFIGS[model]
+  if slope != 0.1:
+    _set_leaky_slope(net, slope)
+  config = dict(rf.DEFAULT_CONFIGS[model], leaky_slope=slope)
   variables = _convert_module(net, model, config, tmp_path)
   checkpoints.check_tree(rf.expected_variables(model, config), variables)
 
@@ -186,15 +208,22 @@ def test_nms_matches_py_cpu_nms(ref):
 # ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def real(ref):
-  """(torch net, torch cfg, our variables, our config) for the shared mnet checkpoint."""
+  """(torch net, torch cfg, our variables, our config) for the shared mnet checkpoint.
+
+  The reference is Face-Detector-1MB's network (batch-face's class, slopes 0); our config
+  is the one the known-checkpoint table assigns to the file's sha256.
+  """
   import torch
   from weights_conversion import common
+  from weights_conversion import registry
   from weights_conversion import retinaface as conv
   path = shared_file("weights", "retinaface_mobilenet0.25.pth")
   cfg = dict(TORCH_CFGS["retinaface"], min_sizes=SMALL_ANCHORS)
-  net = ref.RetinaFace(cfg=cfg, phase="test")
+  net = _set_leaky_slope(ref.RetinaFace(cfg=cfg, phase="test"), 0.0)
   net.load_state_dict(torch.load(path, map_location="cpu"), strict=True)
-  config = dict(rf.DEFAULT_CONFIGS["retinaface"], min_sizes=SMALL_ANCHORS)
+  config, origin = registry.resolve_config("retinaface", checkpoints.sha256_file(path))
+  assert origin.startswith("known checkpoint"), origin
+  assert config["leaky_slope"] == 0.0 and config["min_sizes"] == SMALL_ANCHORS, config
   variables = conv.convert(common.StateDict(common.load_state_dict(path)), "retinaface", config)
   return net.eval(), cfg, jax.device_put(variables), config
 
@@ -233,7 +262,7 @@ def test_real_weight_parity(ref, real):
       assert np.all(np.diff(got["scores"]) <= 0), "detections not sorted by score"
       _assert_same_detections(_reference_detect(ref, net, cfg, frame), got, f"{what}[{i}]")
     counts[what] = [len(d["boxes"]) for d in dets]
-  assert counts["crowd_selfie"][0] > 300, counts  # A many-face stress case.
+  assert 500 <= counts["crowd_selfie"][0] <= 540, counts  # A many-face stress case.
   assert all(c >= 1 for c in counts["talking_head_a"]), counts
 
 
@@ -346,3 +375,108 @@ def test_converter_wrapped_checkpoint_and_round_trip(mnet_state_dict, tmp_path):
   assert meta["config"] == config
   checkpoints.check_tree(rf.expected_variables("retinaface", config), loaded)
   jax.tree_util.tree_map(np.testing.assert_array_equal, plain, loaded)
+
+
+# ----------------------------------------------------------------------------------
+# The activation travels with the weights: real-frame checks the wrong network fails.
+# ----------------------------------------------------------------------------------
+def _shifted_landmark_residuals(det, frames: np.ndarray, shift: int = 2) -> np.ndarray:
+  """Per-frame median |landmark motion - (shift, shift)| after a diagonal shift, in px.
+
+  The frame is translated by ``shift`` pixels right and down (edge rows/columns
+  replicated); a detector that sees the face properly moves its 5 landmarks with it.
+  """
+  moved = np.pad(frames, ((0, 0), (shift, 0), (shift, 0), (0, 0)), mode="edge")
+  moved = moved[:, :frames.shape[1], :frames.shape[2]]
+  a = det.detect(frames.astype(np.float32) / 255.0)
+  b = det.detect(moved.astype(np.float32) / 255.0)
+  out = []
+  for da, db in zip(a, b):
+    ia, ib = rf.largest_face(da), rf.largest_face(db)
+    assert ia is not None and ib is not None, "face lost in the shift test"
+    d = db["landmarks"][ib] - da["landmarks"][ia] - shift
+    out.append(np.linalg.norm(d, axis=-1))
+  return np.concatenate(out)
+
+
+def _real_frame_figures(det):
+  """(talking_head_b frames with one face at score >= 0.99 of 60, crowd count, shift residuals)."""
+  th_b = read_frames(shared_file("data", "talking_head_b.mp4"), 60)
+  found = 0
+  for i in range(0, 60, 20):
+    for d in det.detect(th_b[i:i + 20].astype(np.float32) / 255.0):
+      found += int(len(d["boxes"]) == 1 and d["scores"][0] >= 0.99)
+  crowd = read_image(shared_file("data", "crowd_selfie.jpg"))
+  n_crowd = len(det.detect(crowd[None].astype(np.float32) / 255.0)[0]["boxes"])
+  th_a = read_frames(shared_file("data", "talking_head_a.mp4"), 32)
+  residuals = np.concatenate([_shifted_landmark_residuals(det, th_a[i:i + 16]) for i in (0, 16)])
+  return found, n_crowd, residuals
+
+
+def test_shared_retinaface_sees_real_faces(real_weights):
+  """The shared file, converted as a user converts it, runs the network it was trained as."""
+  from drsf_jax import detectors
+  det = detectors.load_detector("retinaface", real_weights)
+  assert det.config["leaky_slope"] == 0.0 and det.config["min_sizes"] == SMALL_ANCHORS
+  found, n_crowd, res = _real_frame_figures(det)
+  print(f"slope 0: talking_head_b {found}/60, crowd {n_crowd}, shift residual median "
+        f"{np.median(res):.2f} px, max {res.max():.2f} px")
+  assert found == 60, found
+  assert 500 <= n_crowd <= 540, n_crowd
+  assert np.median(res) <= 2.0, np.median(res)
+
+
+def test_wrong_activation_fails_the_real_frame_checks(real_weights):
+  """Through the LeakyReLU(0.1) network the same file fails every check above (measured
+  2026-12: talking_head_b 0/60, crowd 440, shift residual median 5.6 px), so the checks
+  cannot pass vacuously."""
+  import dataclasses
+  from drsf_jax import detectors
+  det = detectors.load_detector("retinaface", real_weights)
+  wrong = dataclasses.replace(det, config=dict(det.config, leaky_slope=0.1))
+  found, n_crowd, res = _real_frame_figures(wrong)
+  print(f"slope 0.1: talking_head_b {found}/60, crowd {n_crowd}, shift residual median "
+        f"{np.median(res):.2f} px, max {res.max():.2f} px")
+  assert found < 60 and not 500 <= n_crowd <= 540 and np.median(res) > 2.0
+
+
+@pytest.mark.parametrize("slope", [None, float("nan"), -0.1, 1.0, "0.1", True])
+def test_bad_leaky_slope_is_an_error(slope):
+  config = dict(rf.DEFAULT_CONFIGS["retinaface"])
+  if slope is None:
+    del config["leaky_slope"]
+  else:
+    config["leaky_slope"] = slope
+  with pytest.raises(ValueError, match="leaky_slope"):
+    rf.expected_variables("retinaface", config)
+
+
+def test_convert_config_override_and_unknown_key(tmp_path, mnet_state_dict):
+  """``--config '{"leaky_slope": 0}'`` reaches the converted file; bad keys/values are errors."""
+  import torch
+  from weights_conversion import registry
+  from weights_conversion.common import ConversionError
+  src = os.path.join(tmp_path, "unknown.pth")
+  torch.save({k: torch.from_numpy(v) for k, v in mnet_state_dict.items()}, src)
+  _, meta = registry.convert("retinaface", src, str(tmp_path), {"leaky_slope": 0})
+  assert meta["config"]["leaky_slope"] == 0 and meta["config_origin"].startswith("unknown")
+  _, meta = registry.convert("retinaface", src, str(tmp_path))
+  assert meta["config"]["leaky_slope"] == 0.1  # Pytorch_Retinaface's default.
+  with pytest.raises(ConversionError, match="unknown config key 'leaky'"):
+    registry.convert("retinaface", src, str(tmp_path), {"leaky": 0})
+  with pytest.raises(ValueError, match="leaky_slope"):
+    registry.convert("retinaface", src, str(tmp_path), {"leaky_slope": 2})
+
+
+def test_old_format_weights_are_refused_with_the_convert_command(tmp_path, rng):
+  """A file converted before the activation travelled with the weights must not load."""
+  import flax.serialization
+  path = checkpoints.weights_path("retinaface", str(tmp_path))
+  old = {"format": "drsf-jax/weights/1",
+         "meta": '{"model": "retinaface", "config": {"min_sizes": [[10, 20], [32, 64], [128, 256]]}}',
+         "variables": {"params": {"a": rng.normal(size=(3,)).astype(np.float32)}}}
+  with open(path, "wb") as f:
+    f.write(flax.serialization.msgpack_serialize(old))
+  with pytest.raises(checkpoints.WeightsError,
+                     match=r"older converter.*convert_weights\.py --model retinaface --src"):
+    checkpoints.load("retinaface", str(tmp_path))

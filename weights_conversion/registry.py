@@ -22,8 +22,9 @@ from weights_conversion import common
 # sha256 -> (model, config overrides, description)
 KNOWN_CHECKPOINTS: dict[str, tuple[str, dict, str]] = {
     "ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1": (
-        "retinaface", {"min_sizes": [[10, 20], [32, 64], [128, 256]]},
-        "RetinaFace MobileNet-0.25 (biubug6 layout) trained with small anchors (drsf shared weights)"),
+        "retinaface", {"min_sizes": [[10, 20], [32, 64], [128, 256]], "leaky_slope": 0.0},
+        "RetinaFace MobileNet-0.25 from biubug6/Face-Detector-1MB-with-landmark (plain ReLU, "
+        "small anchors; drsf shared weights)"),
     "93e82f852b1c2d5bc5ca2228c87561fec6743cb17adec698eb57491cbcaf13ed": (
         "MPIIGaze", {}, "ptgaze v0.1.0 mpiigaze_resnet_preact.pth"),
 }

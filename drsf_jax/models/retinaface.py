@@ -17,6 +17,13 @@ anchors per cell, as ``PriorBox`` does. Anchor sizes are a config value: the sha
 MobileNet checkpoint was trained with ``[[10, 20], [32, 64], [128, 256]]`` while upstream
 uses ``[[16, 32], [64, 128], [256, 512]]``, so everything reads ``config['min_sizes']``.
 
+The activation is a config value too: ``leaky_slope`` is the negative slope of every
+``LeakyReLU`` the upstream code sets. biubug6/Pytorch_Retinaface uses 0.1 (stem, every
+depthwise block, and FPN/SSH when they are at most 64 channels wide); the shared
+MobileNet checkpoint comes from biubug6/Face-Detector-1MB-with-landmark, whose
+``models/net.py`` has the same layer names but plain ReLU everywhere, i.e. slope 0.
+Running that file through the 0.1 network misses faces and shrinks boxes.
+
 Submodule names mirror the PyTorch state-dict keys so that the converter is a plain
 mapping: torch ``body.stage1.1.3`` -> Flax ``body/stage1_1_3``, ``fpn.merge1.0`` ->
 ``fpn/merge1_0``, ``ssh2.conv7x7_3.1`` -> ``ssh2/conv7x7_3_1``, ``ClassHead.0.conv1x1``
@@ -50,6 +57,7 @@ from drsf_jax.models import layers
 BGR_MEAN = (104.0, 117.0, 123.0)
 
 _COMMON = {
+    "leaky_slope": 0.1,
     "min_sizes": [[16, 32], [64, 128], [256, 512]],
     "steps": [8, 16, 32],
     "variance": [0.1, 0.2],
@@ -87,7 +95,7 @@ def _conv_bn(x, name: str, features: int, stride: int = 1, kernel: int = 3,
   return x
 
 
-def _conv_dw(x, name: str, features: int, stride: int, leaky: float = 0.1):
+def _conv_dw(x, name: str, features: int, stride: int, leaky: float):
   """Depthwise-separable block ``conv_dw``: torch ``{name}.0,1`` (dw) and ``.3,.4`` (pw)."""
   c = x.shape[-1]
   x = layers.Conv2d(c, 3, stride=stride, padding=1, groups=c, use_bias=False,
@@ -106,16 +114,20 @@ MOBILENET_STAGES = {
 
 
 class MobileNetV1Body(nn.Module):
-  """MobileNet-0.25 trunk returning the stride 8/16/32 features (64/128/256 channels)."""
+  """MobileNet-0.25 trunk returning the stride 8/16/32 features (64/128/256 channels).
+
+  ``leaky_slope`` is the stem's and every depthwise block's LeakyReLU slope (0 = ReLU).
+  """
+  leaky_slope: float = 0.1
 
   @nn.compact
   def __call__(self, x):
-    x = _conv_bn(x, "stage1_0", 8, stride=2, leaky=0.1)
+    x = _conv_bn(x, "stage1_0", 8, stride=2, leaky=self.leaky_slope)
     feats = []
     for stage, blocks in MOBILENET_STAGES.items():
       first = 1 if stage == "stage1" else 0
       for i, (c, s) in enumerate(blocks):
-        x = _conv_dw(x, f"{stage}_{i + first}", c, s)
+        x = _conv_dw(x, f"{stage}_{i + first}", c, s, self.leaky_slope)
       feats.append(x)
     return feats
 
@@ -152,18 +164,19 @@ class ResNet50Body(nn.Module):
         feats.append(x)
     return feats
 
-def _leaky_for(out_channels: int) -> float:
-  """biubug6's FPN/SSH use LeakyReLU(0.1) when narrow (<= 64 channels), ReLU otherwise."""
-  return 0.1 if out_channels <= 64 else 0.0
+def _leaky_for(out_channels: int, leaky_slope: float) -> float:
+  """biubug6's FPN/SSH use ``LeakyReLU(leaky_slope)`` when narrow (<= 64 channels), ReLU otherwise."""
+  return leaky_slope if out_channels <= 64 else 0.0
 
 
 class FPN(nn.Module):
   """Top-down feature pyramid: 1x1 lateral convs, nearest upsampling, 3x3 merges."""
   out_channels: int
+  leaky_slope: float = 0.1
 
   @nn.compact
   def __call__(self, feats: Sequence[jax.Array]):
-    leaky = _leaky_for(self.out_channels)
+    leaky = _leaky_for(self.out_channels, self.leaky_slope)
     o1, o2, o3 = (_conv_bn(f, f"output{i + 1}", self.out_channels, kernel=1, leaky=leaky)
                   for i, f in enumerate(feats))
     o2 = o2 + layers.interpolate_nearest(o3, o2.shape[1:3])
@@ -176,13 +189,14 @@ class FPN(nn.Module):
 class SSH(nn.Module):
   """Single-stage context module: 3x3, 5x5 (two 3x3) and 7x7 (three 3x3) branches."""
   out_channels: int
+  leaky_slope: float = 0.1
 
   @nn.compact
   def __call__(self, x):
     c = self.out_channels
     if c % 4:
       raise ValueError(f"SSH needs out_channels divisible by 4, got {c}")
-    leaky = _leaky_for(c)
+    leaky = _leaky_for(c, self.leaky_slope)
     b3 = _conv_bn(x, "conv3X3", c // 2, leaky=None)
     t = _conv_bn(x, "conv5X5_1", c // 4, leaky=leaky)
     b5 = _conv_bn(t, "conv5X5_2", c // 4, leaky=None)
@@ -211,12 +225,13 @@ class RetinaFace(nn.Module):
   in_channel: int = 32
   out_channel: int = 64
   num_anchors: int = 2
+  leaky_slope: float = 0.1
 
   @nn.compact
   def __call__(self, frames):
     x = preprocess(frames)
     if self.backbone == "mobilenet0.25":
-      feats = MobileNetV1Body(name="body")(x)
+      feats = MobileNetV1Body(self.leaky_slope, name="body")(x)
     elif self.backbone == "resnet50":
       feats = ResNet50Body(name="body")(x)
     else:
@@ -225,8 +240,9 @@ class RetinaFace(nn.Module):
     if [f.shape[-1] for f in feats] != expect:
       raise ValueError(f"backbone {self.backbone} gives {[f.shape[-1] for f in feats]} "
                        f"channels, config in_channel={self.in_channel} expects {expect}")
-    pyramid = FPN(self.out_channel, name="fpn")(feats)
-    feats = [SSH(self.out_channel, name=f"ssh{i + 1}")(p) for i, p in enumerate(pyramid)]
+    pyramid = FPN(self.out_channel, self.leaky_slope, name="fpn")(feats)
+    feats = [SSH(self.out_channel, self.leaky_slope, name=f"ssh{i + 1}")(p)
+             for i, p in enumerate(pyramid)]
     heads = {}
     for kind, values in (("BboxHead", 4), ("ClassHead", 2), ("LandmarkHead", 10)):
       heads[kind] = jnp.concatenate(
@@ -246,13 +262,19 @@ def preprocess(frames: jax.Array) -> jax.Array:
 # Family contract.
 # ----------------------------------------------------------------------------------
 # Config keys that define the network and its anchors (the rest are detection thresholds).
-ARCH_KEYS = ("backbone", "in_channel", "out_channel", "min_sizes", "steps", "variance", "clip")
+ARCH_KEYS = ("backbone", "in_channel", "out_channel", "leaky_slope", "min_sizes", "steps",
+             "variance", "clip")
 
 
 def _check_config(config: Mapping[str, Any]) -> None:
   missing = [k for k in ARCH_KEYS if k not in config]
   if missing:
     raise ValueError(f"RetinaFace config lacks {missing}")
+  slope = config["leaky_slope"]
+  if (isinstance(slope, bool) or not isinstance(slope, (int, float)) or not math.isfinite(slope)
+      or not 0.0 <= slope < 1.0):
+    raise ValueError(f"RetinaFace config leaky_slope must be a number in [0, 1) (0.1 for "
+                     f"Pytorch_Retinaface, 0 for Face-Detector-1MB), got {slope!r}")
   if len(config["min_sizes"]) != len(config["steps"]) or len(config["steps"]) != 3:
     raise ValueError("RetinaFace needs 3 pyramid levels: min_sizes and steps of length 3, got "
                      f"{config['min_sizes']} / {config['steps']}")
@@ -265,7 +287,8 @@ def _module(config: Mapping[str, Any]) -> RetinaFace:
   _check_config(config)
   return RetinaFace(backbone=config["backbone"], in_channel=int(config["in_channel"]),
                     out_channel=int(config["out_channel"]),
-                    num_anchors=len(config["min_sizes"][0]))
+                    num_anchors=len(config["min_sizes"][0]),
+                    leaky_slope=float(config["leaky_slope"]))
 
 
 def build(model: str, config: Mapping[str, Any]) -> RetinaFace:

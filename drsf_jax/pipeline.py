@@ -233,7 +233,8 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
     from drsf_jax import headpose  # pylint: disable=import-outside-toplevel
     d.camera = headpose.make_camera(cfg.calibration, width, height)
   n_frames = len(dets)
-  filled, reused, no_face = temporal.fill_missing(dets)
+  fill = temporal.fill(dets)  # Missed frames and faces lost for a few frames are filled.
+  filled, reused, no_face = fill.detections, fill.reused, fill.no_face
   if no_face:
     if not cfg.allow_no_face:
       raise ValueError(f"{input_path}: no face detected by {cfg.detector} in any of {n_frames} frames; "
@@ -290,6 +291,7 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
       "models": {v.name: {"weights_sha256": v.meta.get("source_sha256"),
                           "config": v.meta.get("config")} for v in d.victims},
       "frames_reused_detection": reused,
+      "frames_tracked_faces": fill.tracked,
       "frames_without_face": no_face,
       "faces_per_frame": [int(len(x["boxes"])) for x in dets],
       "batches": batches,

@@ -59,7 +59,13 @@ _PLACEHOLDER_LM5 = np.array([[28, 40], [52, 40], [40, 55], [30, 70], [50, 70]], 
 
 
 def context_from_detections(dets: list[dict], k: int = 1) -> FaceContext:
-  """The ``k`` largest faces of each frame's detections as a static-shape context."""
+  """The ``k`` largest faces of each frame's detections as a static-shape context.
+
+  Faces the detector found come before faces added by :mod:`drsf_jax.temporal` (per-face
+  ``tracked (N,)`` True), largest first within each. Every other key must be a per-face
+  ``(N, 4)`` box array present in every frame (e.g. MTCNN's ``onet_boxes``); anything else
+  is a ``ValueError`` naming the key.
+  """
   b = len(dets)
   # Empty slots hold a harmless placeholder face (finite crop and warp geometry); their
   # losses are masked out by ``valid``. Zeros would give a zero crop scale, hence NaNs
@@ -68,19 +74,23 @@ def context_from_detections(dets: list[dict], k: int = 1) -> FaceContext:
   valid = np.zeros((b, k), bool)
   lm5 = np.tile(_PLACEHOLDER_LM5, (b, k, 1, 1))
   scores = np.zeros((b, k), np.float32)
-  extra_keys = sorted({key for d in dets for key in d if key not in ("boxes", "scores", "landmarks")})
+  extra_keys = sorted({key for d in dets for key in d} - {"boxes", "scores", "landmarks", "tracked"})
   extra = {key: np.tile(_PLACEHOLDER_BOX, (b, k, 1)) for key in extra_keys}
   for i, d in enumerate(dets):
     bx = np.asarray(d["boxes"], np.float32).reshape(-1, 4)
-    order = np.argsort(-(bx[:, 2] - bx[:, 0]) * (bx[:, 3] - bx[:, 1]), kind="stable")[:k]
+    tracked = np.asarray(d.get("tracked", np.zeros(len(bx), bool)), bool).reshape(-1)
+    order = np.lexsort((-(bx[:, 2] - bx[:, 0]) * (bx[:, 3] - bx[:, 1]), tracked))[:k]
     n = len(order)
     boxes[i, :n] = bx[order]
     valid[i, :n] = True
     lm5[i, :n] = np.asarray(d["landmarks"], np.float32).reshape(-1, 5, 2)[order]
     scores[i, :n] = np.asarray(d["scores"], np.float32)[order]
     for key in extra_keys:
-      if key in d:
-        extra[key][i, :n] = np.asarray(d[key], np.float32).reshape(-1, 4)[order]
+      v = d.get(key)
+      if not isinstance(v, np.ndarray) or v.shape != bx.shape:
+        raise ValueError(f"detections of frame {i}: {key!r} must be a per-face ({len(bx)}, 4) box array "
+                         f"like 'boxes', got {type(v).__name__} {getattr(v, 'shape', '')}".rstrip())
+      extra[key][i, :n] = np.asarray(v, np.float32)[order]
   return FaceContext(boxes=boxes, valid=valid, landmarks5=lm5, scores=scores, extra=extra)
 
 

@@ -104,6 +104,9 @@ def save(path: str, variables: Mapping[str, Any], meta: Mapping[str, Any]) -> st
   fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".msgpack",
                              dir=os.path.dirname(os.path.abspath(path)))
   try:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make the weights private to their writer.
     with os.fdopen(fd, "wb") as f:
       f.write(data)
     os.replace(tmp, path)

@@ -76,3 +76,30 @@ def test_every_face_of_a_frame_is_obfuscated_and_input_untouched():
 def test_bad_specs_are_one_line_errors(spec):
   with pytest.raises(ValueError, match="spec"):
     obfuscation.parse_spec(spec)
+
+
+def test_huge_blur_kernels_are_refused_and_the_largest_allowed_stays_in_range():
+  img = _img()
+  r = obfuscation.face_regions(ASTRONAUT_FACE, img.shape[:2])
+  for spec in ("blur_100000", "gaussian_4097"):
+    with pytest.raises(ValueError, match="kernel wider than 4096"):
+      obfuscation.parse_spec(spec)
+  for spec in ("blur_4096", "gaussian_4096"):
+    x1, y1, x2, y2 = r[0]
+    out = obfuscation.obfuscate(img, [r], spec)[y1:y2, x1:x2]
+    mean = img[y1:y2, x1:x2].reshape(-1, 3).mean(0)
+    assert np.abs(out - mean).max() < 0.05  # About the region's mean colour, not garbage.
+
+
+def test_check_effective_on_the_astronaut():
+  hw = (512, 512)
+  side = obfuscation.face_regions(ASTRONAUT_FACE, hw)[0]
+  side = int(min(side[2] - side[0], side[3] - side[1]))
+  obfuscation.check_effective(f"pixelate_{side // 2}", [ASTRONAUT_FACE], hw)
+  with pytest.raises(ValueError, match=rf"90x115 px face at frame 0: its {side} px region"):
+    obfuscation.check_effective(f"pixelate_{side // 2 + 1}", [ASTRONAUT_FACE], hw)
+  with pytest.raises(ValueError, match=r"mask_scale 0\.6 .* 90x115 px face at frame 1"):
+    obfuscation.check_effective("blur_9", [np.zeros((0, 4)), ASTRONAUT_FACE], hw, 0.6)
+  # gaussian_2 is the weakest Gaussian: sigma 0.8, the variance of a 3 px box.
+  assert abs(obfuscation.gaussian_sigma(2) - 0.8) < 1e-9
+  assert obfuscation.cell_px("gaussian", 2, 200) > obfuscation.MIN_CELL_PX

@@ -20,7 +20,8 @@ and ``ni-fgsm``:
   :math:`x - \alpha\mu g` (Lin et al.); see :attr:`Attack.lookahead`.
 * ``rmsprop`` (lr 0.004, the original's default), ``adam``, ``adamw``, ``adamax``,
   ``adagrad``, ``adadelta``, ``rprop``, ``sgd``, ``asgd``: the Optax optimizers with
-  PyTorch's default hyper-parameters (``torch.optim`` is what the original used).
+  PyTorch's default hyper-parameters (``torch.optim`` is what the original used;
+  ``rprop`` is :func:`scale_by_rprop`, torch's algorithm, since optax's lags a step).
   ``asgd`` maps to SGD with ASGD's step-size schedule
   :math:`\eta_t = lr / (1 + \lambda\,lr\,t)^{0.75}`; ASGD's iterate averaging does not
   change the iterates it returns, and its weight decay towards zero pixel values is
@@ -28,6 +29,7 @@ and ``ni-fgsm``:
 """
 
 import dataclasses
+import math
 from typing import Any, Callable, NamedTuple
 
 import chex
@@ -131,6 +133,42 @@ def scale_by_asgd_schedule(lr: float, lambd: float = 1e-4, power: float = 0.75
   return optax.scale_by_schedule(lambda t: -lr / (1.0 + lambd * lr * t) ** power)
 
 
+class ScaleByRpropState(NamedTuple):
+  step_sizes: chex.ArrayTree
+  prev_grads: chex.ArrayTree
+
+
+def scale_by_rprop(lr: float, eta_minus: float = 0.5, eta_plus: float = 1.2,
+                   min_step_size: float = 1e-6, max_step_size: float = 50.0
+                   ) -> optax.GradientTransformation:
+  """Rprop as ``torch.optim.Rprop``: ``-step * sign(g)`` with per-element step sizes.
+
+  Each step size is multiplied by ``eta_plus`` where the gradient kept its sign, by
+  ``eta_minus`` where it flipped (and that element does not move this step, its
+  remembered gradient becoming 0), then clipped. Written here because ``optax.rprop``
+  (0.2.8) applies each step one iteration late (its first update is zero).
+  """
+
+  def init_fn(params):
+    return ScaleByRpropState(
+        step_sizes=jax.tree_util.tree_map(lambda p: jnp.full_like(p, lr), params),
+        prev_grads=jax.tree_util.tree_map(jnp.zeros_like, params))
+
+  def update_fn(updates, state, params=None):
+    del params
+
+    tm = jax.tree_util.tree_map
+    signs = tm(lambda g, prev: jnp.sign(g * prev), updates, state.prev_grads)
+    steps = tm(lambda s, step: jnp.clip(
+        step * jnp.where(s > 0, eta_plus, jnp.where(s < 0, eta_minus, 1.0)).astype(step.dtype),
+        min_step_size, max_step_size), signs, state.step_sizes)
+    grads = tm(lambda s, g: jnp.where(s < 0, jnp.zeros_like(g), g), signs, updates)
+    out = tm(lambda step, g: -step * jnp.sign(g), steps, grads)
+    return out, ScaleByRpropState(step_sizes=steps, prev_grads=grads)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
 # ---- the catalogue -------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -174,13 +212,16 @@ def make_attack(name: str, eps: float = DEFAULT_EPS, alpha: float = DEFAULT_ALPH
   """
   if name not in ATTACKS:
     raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+  # NaN fails every comparison, so each check is written as "inside the range" and negated.
   if not 0 < eps <= 1:
     raise ValueError(f"eps must be in (0, 1], got {eps}")
-  if alpha <= 0:
-    raise ValueError(f"alpha must be > 0, got {alpha}")
+  if not 0 < alpha <= 1:
+    raise ValueError(f"alpha must be in (0, 1], got {alpha}")
   lr = DEFAULT_LR.get(name) if lr is None else lr
-  if lr is not None and lr <= 0:
-    raise ValueError(f"lr must be > 0, got {lr}")
+  if lr is not None and not (0 < lr and math.isfinite(lr)):
+    raise ValueError(f"lr must be a finite number > 0, got {lr}")
+  if not (0 <= momentum and math.isfinite(momentum)):
+    raise ValueError(f"momentum must be a finite number >= 0, got {momentum}")
   settings = {"attack": name, "eps": eps}
   lookahead = None
   if name in ("i-fgsm", "pgd"):
@@ -204,8 +245,8 @@ def make_attack(name: str, eps: float = DEFAULT_EPS, alpha: float = DEFAULT_ALPH
         "adamax": lambda: optax.adamax(lr, b1=0.9, b2=0.999, eps=1e-8),
         "adagrad": lambda: optax.adagrad(lr, initial_accumulator_value=0.0, eps=1e-10),
         "adadelta": lambda: optax.adadelta(lr, rho=0.9, eps=1e-6),
-        "rprop": lambda: optax.rprop(lr, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6,
-                                     max_step_size=50.0),
+        "rprop": lambda: scale_by_rprop(lr, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6,
+                                        max_step_size=50.0),
         "sgd": lambda: optax.sgd(lr),
         "asgd": lambda: scale_by_asgd_schedule(lr),
     }[name]()

@@ -91,7 +91,9 @@ def test_step_is_traced_once_per_shape_and_frames_stop_independently(setup):
 
   before = np.asarray(loss_fn(x_obf))
   lo, hi = int(np.argmin(before)), int(np.argmax(before))
-  assert before[hi] > before[lo] * 1.01
+  # The two frames' losses must differ by far more than float noise (~1e-6 relative) for
+  # the midpoint threshold below to separate them (measured: 16.19 vs 16.22).
+  assert before[hi] - before[lo] > 1e-4 * before[hi]
   # A threshold between the two frames' losses: the lower one is done before any step
   # and must not move, the other keeps going.
   thr = jnp.asarray([(before[lo] + before[hi]) / 2])
@@ -133,3 +135,70 @@ def test_host_loop_matches_while_loop(setup, name):
   np.testing.assert_allclose(np.asarray(a.frames), np.asarray(b.frames), atol=2e-4)
   np.testing.assert_array_equal(np.asarray(a.iterations), np.asarray(b.iterations))
   np.testing.assert_allclose(np.asarray(a.losses), np.asarray(b.losses), rtol=1e-5)
+
+
+# ---- the optimizer attacks against torch.optim -----------------------------------------
+
+TORCH_STEPS = 5
+_TORCH_OPTIMIZERS = {"rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW", "adamax": "Adamax",
+                     "adagrad": "Adagrad", "adadelta": "Adadelta", "rprop": "Rprop", "sgd": "SGD",
+                     "asgd": "ASGD"}
+
+
+def _quadratic():
+  """A seeded per-frame quadratic ``0.5 * sum(a (x - c)^2)`` on 2 frames of 4x5x3.
+
+  Start, centre and curvature are chosen so that every optimizer's iterates stay inside
+  [0, 1] and within eps = 1 of the start: the projection is the identity and the steps are
+  the optimizers' own.
+  """
+  rng = np.random.default_rng(0)
+  shape = (2, 4, 5, 3)
+  return rng.uniform(0.3, 0.7, shape), rng.uniform(0.3, 0.7, shape), rng.uniform(0.5, 1.5, shape)
+
+
+def _jax_steps(name, x0, c, a, steps):
+  """``steps`` steps of the attack's real loop, in float64 like the torch side: in float32
+  the rounding of x (~0.5) against displacements of ~0.02 alone is ~1.5e-5 relative."""
+  with jax.enable_x64(True):
+    attack = attacks.make_attack(name, eps=1.0)  # Default lr and hyper-parameters.
+    loss_fn = lambda x: 0.5 * jnp.sum(a * (x - c) ** 2, axis=(1, 2, 3))
+    # The host loop (the CPU path; tested equal to the while_loop above), whose carry may
+    # change integer widths under x64.
+    res = attacks.optimize_host(loss_fn, jnp.asarray(x0, jnp.float64), attack, steps)
+    assert res.frames.dtype == jnp.float64
+    assert np.asarray(res.iterations).tolist() == [steps, steps]
+    return np.asarray(res.frames)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("name", attacks.OPTIMIZER_ATTACKS)
+def test_optimizer_attacks_take_torch_optim_steps(name):
+  """5 steps of each optimizer attack = 5 steps of ``torch.optim`` with its defaults and
+  the same learning rate (relative error of the displacement <= 1e-5). ``asgd`` is
+  SGD with ASGD's step-size schedule by design: its iterates are torch's without the
+  decay term ``-lambd * eta_t * x_t`` (asserted step by step with torch's own eta_t)."""
+  torch = pytest.importorskip("torch")
+  x0, c, a = _quadratic()
+  got = _jax_steps(name, x0, c, a, TORCH_STEPS)
+  lr = attacks.DEFAULT_LR[name]
+  p = torch.tensor(x0, requires_grad=True)
+  opt = getattr(torch.optim, _TORCH_OPTIMIZERS[name])([p], lr=lr)
+  tc, ta = torch.from_numpy(c), torch.from_numpy(a)
+  lambd = opt.defaults.get("lambd")
+  for _ in range(TORCH_STEPS):
+    x_t = p.detach().clone()
+    eta = float(opt.state[p]["eta"]) if name == "asgd" and opt.state[p] else lr
+    opt.zero_grad()
+    (0.5 * ta * (p - tc) ** 2).sum().backward()
+    opt.step()
+    if name == "asgd":  # Put back the decay term ASGD applies to the pixel values.
+      with torch.no_grad():
+        p.add_(lambd * eta * x_t)
+  want = p.detach().numpy()
+  moved = np.abs(want - x0).max()
+  assert moved > 1e-3, "the optimizer must actually move"
+  assert (want > 0).all() and (want < 1).all()  # The projection was the identity.
+  rel = np.abs(got - want).max() / moved
+  print(name, "max displacement", moved, "relative error", rel)
+  assert rel <= 1e-5

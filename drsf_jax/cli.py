@@ -8,6 +8,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from drsf_jax import outputs
+
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "drsf_jax", "jax_cache")
 
 
@@ -20,6 +22,11 @@ def define_cache_flag():
       "compilation_cache_dir", None,
       "Directory of JAX's persistent compilation cache (default $DRSF_JAX_CACHE or "
       f"{DEFAULT_CACHE_DIR}); 'none' disables it.")
+
+
+def define_overwrite_flag():
+  flags.DEFINE_bool("overwrite", False, "Replace existing output files (never a directory, never an "
+                    "input). Without it an existing output is an error.")
 
 
 def define_model_flags(detector: str = "retinaface", alignment: str = "none", gaze: str = "none",
@@ -76,11 +83,30 @@ def run(main: Callable[[list[str]], None]):
       if "compilation_cache_dir" in flags.FLAGS:
         enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
       main(argv)
+    except KeyboardInterrupt:
+      outputs.discard_pending()
+      logging.flush()
+      done = outputs.COMMITTED
+      more = f" and {len(done) - 3} more" if len(done) > 3 else ""
+      print("error: interrupted, nothing written" if not done else
+            "error: interrupted; no partial file left; complete before the interrupt: "
+            f"{', '.join(done[:3])}{more}", file=sys.stderr)
+      sys.exit(130)
     except _user_error_types() as e:
+      outputs.discard_pending()
       logging.flush()
       msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       print(f"error: {msg}", file=sys.stderr)
       sys.exit(1)
+    except OSError as e:  # Disk full, permission denied, ...: the system's one line.
+      outputs.discard_pending()
+      logging.flush()
+      where = f": {e.filename}" if e.filename else ""
+      print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+      sys.exit(1)
+    except BaseException:
+      outputs.discard_pending()
+      raise
 
   # absl logs at INFO by default, which floods the console with JAX's backend probing;
   # WARNING keeps what a user needs. --verbosity=0 (or -v 0) restores INFO.

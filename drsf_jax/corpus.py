@@ -16,7 +16,6 @@ several) and writes ``corpus_summary.json``.
 """
 
 import dataclasses
-import glob
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ import time
 
 import jax
 
+from drsf_jax import outputs
 from drsf_jax import pipeline
 from drsf_jax import video
 
@@ -47,8 +47,10 @@ def list_inputs(spec: str) -> tuple[list[str], str]:
   """Videos named by ``spec`` and the root their output paths are relative to.
 
   ``spec`` is a directory (searched recursively for video file extensions) or a text file
-  with one path per line (blank lines and ``#`` comments ignored; relative paths are
-  relative to the list file). Listed files are not checked here: a missing one fails alone.
+  with one path per line (blank lines and lines starting with ``#`` ignored; a ``#`` inside
+  a line is part of the path, e.g. ``clip#2.mkv``; surrounding spaces are stripped;
+  relative paths are relative to the list file). Listed files are not checked here: a
+  missing one fails alone.
   """
   if os.path.isdir(spec):
     root = os.path.abspath(spec)
@@ -66,8 +68,8 @@ def list_inputs(spec: str) -> tuple[list[str], str]:
   paths = []
   with open(spec, encoding="utf-8") as f:
     for line in f:
-      line = line.split("#", 1)[0].strip()
-      if line:
+      line = line.strip()
+      if line and not line.startswith("#"):
         paths.append(os.path.normpath(os.path.join(base, os.path.expanduser(line))))
   if not paths:
     raise ValueError(f"input list is empty: {spec}")
@@ -83,17 +85,57 @@ def plan(inputs: list[str], root: str, output_dir: str, codec: str = "ffv1") -> 
   if codec == "png-seq":
     raise ValueError("corpus mode writes video files; use a container codec, not png-seq")
   out_root = os.path.abspath(output_dir)
+  real_inputs = {outputs.real(p): p for p in inputs}
   items, seen = [], {}
   for p in inputs:
     rel = os.path.splitext(os.path.relpath(os.path.abspath(p), root))[0]
     out = os.path.join(out_root, rel + "_deid.mkv")
-    if out in seen:
-      raise ValueError(f"{p} and {seen[out]} would write the same output {out}")
-    if os.path.abspath(p) == out:
-      raise ValueError(f"output would overwrite the input: {out}")
-    seen[out] = p
-    items.append(Item(os.path.abspath(p), out, os.path.splitext(out)[0] + ".json"))
+    report = os.path.splitext(out)[0] + ".json"
+    for what, path in (("output", out), ("report", report)):
+      if outputs.real(path) in seen:
+        raise ValueError(f"{p} and {seen[outputs.real(path)]} would write the same {what} {path}")
+      if outputs.real(path) in real_inputs:
+        raise ValueError(f"the {what} of {p} would overwrite the input {real_inputs[outputs.real(path)]}")
+      seen[outputs.real(path)] = p
+    items.append(Item(os.path.abspath(p), out, report))
   return items
+
+
+def check_output_dir(spec: str, output_dir: str) -> None:
+  """Refuses an output directory equal to or inside a listed input directory.
+
+  A directory listing is searched recursively, so outputs written inside it would be
+  listed as inputs by the next run. A list file names its inputs explicitly: its outputs
+  are never listed by construction, so any output directory is accepted (outputs that
+  would land on an input are refused by :func:`plan`).
+  """
+  if not os.path.isdir(spec):
+    return
+  src, out = outputs.real(spec), outputs.real(output_dir)
+  if out == src or out.startswith(src.rstrip(os.sep) + os.sep):
+    raise ValueError(f"--output_dir {output_dir} is {'the' if out == src else 'inside the'} input "
+                     f"directory {spec}: a re-run would list its outputs as inputs; choose a "
+                     "directory outside it (or list the inputs in a file)")
+  if os.path.lexists(output_dir) and not os.path.isdir(output_dir):
+    raise ValueError(f"--output_dir {output_dir} is a file, not a directory")
+
+
+def owned_outputs(item: Item) -> list[str]:
+  """The existing files of ``item`` this tool wrote (replaced without ``--overwrite``).
+
+  The report says so: this tool's schema, naming this output. The output beside such a
+  report is its video (they are committed together, report first).
+  """
+  try:
+    with open(item.report, encoding="utf-8") as f:
+      rep = json.load(f)
+  except (OSError, ValueError):
+    return []
+  if not isinstance(rep, dict) or rep.get("schema") != pipeline.REPORT_SCHEMA:
+    return []
+  if os.path.abspath(str(rep.get("output", ""))) != item.output:
+    return []
+  return [p for p in (item.report, item.output) if os.path.isfile(p)]
 
 
 def _settings(cfg: pipeline.DeidConfig) -> dict:
@@ -130,14 +172,7 @@ def is_complete(item: Item, cfg: pipeline.DeidConfig) -> str | None:
 def remove_stale_parts(item: Item):
   """Deletes temporary files a killed run left for this item (``.NAME.*.part.EXT``)."""
   for final in (item.output, item.report):
-    d = os.path.dirname(final)
-    base, ext = os.path.splitext(os.path.basename(final))
-    for p in glob.glob(os.path.join(glob.escape(d), f".{glob.escape(base)}.*.part{ext}")):
-      try:
-        os.unlink(p)
-        logging.info("removed stale partial file %s", p)
-      except OSError:
-        pass
+    outputs.remove_stale_parts(final)
 
 
 def share(items: list, index: int, count: int) -> list:
@@ -156,17 +191,22 @@ def _error_line(e: BaseException) -> str:
 def run(items: list[Item], output_dir: str, cfg: pipeline.DeidConfig,
         weights_dir: str | None = None, progress: bool = True,
         process_index: int | None = None, process_count: int | None = None,
-        deidentifier: pipeline.Deidentifier | None = None) -> dict:
+        deidentifier: pipeline.Deidentifier | None = None, overwrite: bool = False) -> dict:
   """De-identifies this process's share of ``items``; returns its summary part.
 
-  Process 0 (or the only process) also writes the merged ``corpus_summary.json``.
+  Process 0 (or the only process) also writes the merged ``corpus_summary.json``. A
+  video's existing output and report are replaced only when this tool wrote them
+  (:func:`owned_outputs`) or with ``overwrite``; otherwise that video fails alone.
   """
   index = jax.process_index() if process_index is None else process_index
   count = jax.process_count() if process_count is None else process_count
   mine = share(items, index, count)
   cfg.validate()
-  os.makedirs(output_dir, exist_ok=True)
   part_path = os.path.join(output_dir, f"corpus_summary.process-{index}-of-{count}.json")
+  summaries = [part_path] + ([os.path.join(output_dir, SUMMARY_NAME)] if index == 0 else [])
+  outputs.check([(os.path.basename(p), p) for p in summaries], [i.input for i in items],
+                overwrite=overwrite, replaceable=[p for p in summaries if _is_summary(p)])
+  os.makedirs(output_dir, exist_ok=True)
   part = {"schema": SUMMARY_SCHEMA, "process_index": index, "process_count": count,
           "videos_total": len(items), "videos": [], "started": time.time()}
   d = deidentifier
@@ -184,7 +224,8 @@ def run(items: list[Item], output_dir: str, cfg: pipeline.DeidConfig,
         if d is None:
           d = pipeline.Deidentifier(cfg, weights_dir)
         rep = pipeline.deidentify(item.input, item.output, cfg, weights_dir, item.report,
-                                  progress=progress, deidentifier=d)
+                                  progress=progress, deidentifier=d, overwrite=overwrite,
+                                  replaceable=owned_outputs(item))
         rec.update(status="done", frames=rep["video"]["num_frames"],
                    frames_per_second=rep["frames_per_second"])
         if why not in ("no report",):
@@ -211,6 +252,14 @@ def run(items: list[Item], output_dir: str, cfg: pipeline.DeidConfig,
     video.write_json_atomic(os.path.join(output_dir, SUMMARY_NAME), merged)
     return merged
   return part
+
+
+def _is_summary(path: str) -> bool:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f).get("schema") == SUMMARY_SCHEMA
+  except (OSError, ValueError, AttributeError):
+    return False
 
 
 def _with_counts(part: dict) -> dict:

@@ -11,6 +11,7 @@ batch is padded so it does not recompile) and encodes the rounded result.
 
 import dataclasses
 import logging
+import math
 import os
 import platform
 import time
@@ -23,11 +24,13 @@ import numpy as np
 from drsf_jax import attacks
 from drsf_jax import detectors
 from drsf_jax import obfuscation
+from drsf_jax import outputs
 from drsf_jax import temporal
 from drsf_jax import video
 from drsf_jax import victims as victims_lib
 
 REPORT_SCHEMA = "drsf-jax/deid-report/1"
+MAX_MASK_SCALE = 10.0  # --mask_scale bound: 10x the face box already covers a driver camera frame.
 
 # Per-frame stopping thresholds of the cascade, per victim kind (the loss scales differ).
 DEFAULT_THRESHOLDS = {"retinaface": 0.02, "retinaface_r50": 0.02, "mtcnn": 0.1,
@@ -62,6 +65,11 @@ class DeidConfig:
       raise ValueError(f"unknown alignment {self.alignment!r}; choose one of {', '.join(victims_lib.ALIGNMENTS)}")
     if self.gaze not in victims_lib.GAZE_MODELS:
       raise ValueError(f"unknown gaze model {self.gaze!r}; choose one of {', '.join(victims_lib.GAZE_MODELS)}")
+    for name in ("eps", "alpha", "lr", "mask_scale"):
+      v = getattr(self, name)
+      if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                            or not math.isfinite(v)):
+        raise ValueError(f"{name} must be a finite number, got {v}")
     attacks.make_attack(self.attack, eps=self.eps, alpha=self.alpha, lr=self.lr)  # Raises.
     obfuscation.parse_spec(self.deid)
     if self.batch_size < 1:
@@ -70,8 +78,11 @@ class DeidConfig:
       raise ValueError(f"max_iter must be >= 0, got {self.max_iter}")
     if self.max_faces < 1:
       raise ValueError(f"max_faces must be >= 1, got {self.max_faces}")
-    if self.mask_scale <= 0:
-      raise ValueError(f"mask_scale must be > 0, got {self.mask_scale}")
+    # Below 1 the obfuscated square is smaller than the face box: face pixels stay as they
+    # were. Above MAX_MASK_SCALE it is no longer about the face (the frame is covered).
+    if not (math.isfinite(self.mask_scale) and 1.0 <= self.mask_scale <= MAX_MASK_SCALE):
+      raise ValueError(f"mask_scale must be in [1, {MAX_MASK_SCALE:g}] (below 1 the obfuscated square "
+                       f"is smaller than the face), got {self.mask_scale}")
     if self.max_frames is not None and self.max_frames < 1:
       raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
 
@@ -209,23 +220,50 @@ def _pad_batch(frames: list[np.ndarray], dets: list[dict], size: int):
   return np.stack(frames), dets, n
 
 
+def default_report_path(output_path: str) -> str:
+  """The report beside the output: ``NAME.json`` (``NAME.json`` too for a PNG folder)."""
+  return os.path.splitext(os.path.abspath(output_path))[0] + ".json"
+
+
+def check_run(input_path: str, output_path: str, cfg: DeidConfig, report_path: str | None = None,
+              overwrite: bool = False, replaceable=()) -> video.VideoReader:
+  """Everything about a run that can be checked before loading a model: the settings, the
+  input (opened: its frame size), the codec/container pair and the output-safety rule
+  (:mod:`drsf_jax.outputs`). Returns the opened reader."""
+  cfg.validate()
+  report_path = report_path or default_report_path(output_path)
+  outputs.check_input(input_path)
+  if cfg.calibration:
+    outputs.check_input(cfg.calibration, "calibration")
+  outputs.check([("output", output_path), ("report", report_path)],
+                [input_path, cfg.calibration], overwrite=overwrite,
+                dirs=[output_path] if cfg.codec == "png-seq" else (), replaceable=replaceable)
+  video.check_codec(output_path, cfg.codec)
+  reader = video.VideoReader(input_path, max_frames=cfg.max_frames)
+  video.check_codec(output_path, cfg.codec, (reader.width, reader.height))
+  return reader
+
+
 def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
                weights_dir: str | None = None, report_path: str | None = None,
-               progress: bool = True, deidentifier: Deidentifier | None = None) -> dict:
-  """De-identifies one video; writes the output and a JSON report atomically.
+               progress: bool = True, deidentifier: Deidentifier | None = None,
+               overwrite: bool = False, replaceable=()) -> dict:
+  """De-identifies one video; writes the output and its JSON report together.
 
-  Raises ``ValueError``/``FileNotFoundError`` with one-line messages on bad input; on any
-  error nothing is left at ``output_path`` or ``report_path``.
+  Both are written to temporary names beside their final paths, checked
+  (:func:`verify_staged`), and only then renamed into place, report first; on any error
+  (or Ctrl-C) neither appears and the temporary files are removed. Raises
+  ``ValueError``/``FileNotFoundError`` with one-line messages on bad input, before any model
+  is loaded where the input allows. Existing files at ``output_path``/``report_path`` are
+  replaced only with ``overwrite`` (or when listed in ``replaceable``: corpus mode's own
+  outputs); an existing directory never.
   """
   t_start = time.time()
-  if os.path.abspath(input_path) == os.path.abspath(output_path):
-    raise ValueError(f"output would overwrite the input: {output_path}")
-  cfg.validate()
-  report_path = report_path or os.path.splitext(output_path)[0] + ".json"
+  report_path = report_path or default_report_path(output_path)
+  reader = check_run(input_path, output_path, cfg, report_path, overwrite, replaceable)
   d = deidentifier or Deidentifier(cfg, weights_dir)
   bar = _progress_bar(progress)
 
-  reader = video.VideoReader(input_path, max_frames=cfg.max_frames)  # Validates the input.
   width, height, fps = reader.width, reader.height, reader.fps
   with bar(total=len(reader) or None, desc="detect", unit="frame") as pbar:
     dets = d.detect_video(reader, pbar.update)
@@ -243,7 +281,9 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
 
   batches = []
   t_attack = 0.0
-  writer = video.VideoWriter(output_path, fps, (width, height), cfg.codec)
+  writer = video.VideoWriter(output_path, fps, (width, height), cfg.codec,
+                             overwrite=overwrite or bool(replaceable))
+  report_tmp = None
   try:
     reader = video.VideoReader(input_path, max_frames=cfg.max_frames)
     buf: list[np.ndarray] = []
@@ -274,41 +314,65 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
       flush(buf, start)
     if writer.count != n_frames:
       raise ValueError(f"{input_path}: decoded {writer.count} frames on the second pass, {n_frames} on the first")
-    writer.close()
+    video_tmp = writer.finish()
+    written = verify_staged(video_tmp, output_path, cfg, n_frames)
+
+    wall = time.time() - t_start
+    report = {
+        "schema": REPORT_SCHEMA,
+        "input": os.path.abspath(input_path),
+        "output": os.path.abspath(output_path),
+        # fps: what the output holds (the writer clamps absurd rates, e.g. 90000 -> 30000);
+        # input_fps: what the input's container declares.
+        "video": {"width": width, "height": height,
+                  "fps": written["fps"] if written["fps"] is not None else fps, "input_fps": fps,
+                  "num_frames": n_frames},
+        "settings": {**dataclasses.asdict(cfg), "victims": cfg.victim_names,
+                     "thresholds": dict(zip(cfg.victim_names, d.thresholds.tolist())),
+                     "attack_settings": d.attack.settings},
+        "models": {v.name: {"weights_sha256": v.meta.get("source_sha256"),
+                            "config": v.meta.get("config")} for v in d.victims},
+        "frames_reused_detection": reused,
+        "frames_tracked_faces": fill.tracked,
+        "frames_without_face": no_face,
+        "faces_per_frame": [int(len(x["boxes"])) for x in dets],
+        "batches": batches,
+        "summary": _summary(batches, cfg.victim_names, cfg.max_iter),
+        "wall_time_s": wall,
+        "attack_time_s": t_attack,
+        "frames_per_second": n_frames / wall if wall > 0 else None,
+        "environment": {"jax": jax.__version__, "backend": jax.default_backend(),
+                        "devices": [str(x) for x in jax.devices()],
+                        "local_devices": jax.local_device_count(),
+                        "process_index": jax.process_index(), "process_count": jax.process_count(),
+                        "python": platform.python_version()},
+    }
+    if no_face:
+      report["warning"] = "no face detected in any frame: the video was copied without obfuscation"
+    report_tmp = video.stage_json(report_path, report)  # Raises on NaN/inf anywhere.
+    outputs.commit([(report_tmp, report_path), (video_tmp, os.path.abspath(output_path))],
+                   overwrite=overwrite, replaceable=replaceable)
   except BaseException:
     writer.abort()
+    outputs.discard(report_tmp)
     raise
-
-  wall = time.time() - t_start
-  report = {
-      "schema": REPORT_SCHEMA,
-      "input": os.path.abspath(input_path),
-      "output": os.path.abspath(output_path),
-      "video": {"width": width, "height": height, "fps": fps, "num_frames": n_frames},
-      "settings": {**dataclasses.asdict(cfg), "victims": cfg.victim_names,
-                   "thresholds": dict(zip(cfg.victim_names, d.thresholds.tolist())),
-                   "attack_settings": d.attack.settings},
-      "models": {v.name: {"weights_sha256": v.meta.get("source_sha256"),
-                          "config": v.meta.get("config")} for v in d.victims},
-      "frames_reused_detection": reused,
-      "frames_tracked_faces": fill.tracked,
-      "frames_without_face": no_face,
-      "faces_per_frame": [int(len(x["boxes"])) for x in dets],
-      "batches": batches,
-      "summary": _summary(batches, cfg.victim_names, cfg.max_iter),
-      "wall_time_s": wall,
-      "attack_time_s": t_attack,
-      "frames_per_second": n_frames / wall if wall > 0 else None,
-      "environment": {"jax": jax.__version__, "backend": jax.default_backend(),
-                      "devices": [str(x) for x in jax.devices()],
-                      "local_devices": jax.local_device_count(),
-                      "process_index": jax.process_index(), "process_count": jax.process_count(),
-                      "python": platform.python_version()},
-  }
-  if no_face:
-    report["warning"] = "no face detected in any frame: the video was copied without obfuscation"
-  video.write_json_atomic(report_path, report)
   return report
+
+
+def verify_staged(video_tmp: str, output_path: str, cfg: DeidConfig, n_frames: int) -> dict:
+  """Checks the written (still temporary) output before anything is renamed into place.
+
+  Runs between "video written to its temporary name" and "report written, both renamed":
+  raising here aborts the run and neither file appears. Checked: the output decodes back
+  to every frame written (a container can accept frames it cannot store). Returns what
+  the report records about the written file (``fps``: the rate the container holds,
+  which the writer clamps, e.g. 90000 -> 30000; ``None`` for a PNG sequence).
+  """
+  frames, fps = video.probe(video_tmp)
+  if frames != n_frames:
+    raise ValueError(f"{output_path}: {cfg.codec} was given {n_frames} frames but {frames} "
+                     "decode back; nothing written")
+  return {"frames": frames, "fps": fps}
 
 
 def _summary(batches: list[dict], names: list[str], max_iter: int) -> dict:

@@ -35,6 +35,14 @@ class ReportConfig:
   gallery_frames: int = 3
 
 
+def output_paths(output_dir: str, levels) -> list[tuple[str, str]]:
+  """Every file :func:`run` writes into ``output_dir``, as ``(what, path)``."""
+  files = ["report.json", "report.md", "tradeoff.png", "contact_sheet.png"]
+  for level in levels:
+    files += [f"deid_{level}.mkv", f"deid_{level}.json"]
+  return [(f, os.path.join(output_dir, f)) for f in files]
+
+
 def identity_gallery(path: str, skip: int, n: int) -> list:
   """dlib embeddings of ``n`` frames of a video (after ``skip``) or of an image."""
   if path.lower().endswith(video.IMAGE_EXTS):
@@ -61,8 +69,11 @@ def _utility(predictor, ref_frames, frames_u8):
 
 
 def run(input_path: str, output_dir: str, cfg: ReportConfig, gallery: list[str],
-        weights_dir: str | None = None, progress=print) -> dict:
-  """Runs the grid and writes report.json, report.md, tradeoff.png and contact_sheet.png."""
+        weights_dir: str | None = None, progress=print, overwrite: bool = False) -> dict:
+  """Runs the grid and writes report.json, report.md, tradeoff.png and contact_sheet.png.
+
+  ``overwrite``: replace existing files of an earlier report (``output_paths`` lists them).
+  """
   from drsf_jax import inference
   os.makedirs(output_dir, exist_ok=True)
   originals = np.stack(list(video.VideoReader(input_path, max_frames=cfg.max_frames)))
@@ -87,7 +98,7 @@ def run(input_path: str, output_dir: str, cfg: ReportConfig, gallery: list[str],
                                attack=cfg.attack, deid=level, max_iter=cfg.max_iter,
                                batch_size=cfg.batch_size, max_frames=cfg.max_frames)
     progress(f"{level}: attacking {len(originals)} frames")
-    pipeline.deidentify(input_path, out, dcfg, weights_dir, progress=False)
+    pipeline.deidentify(input_path, out, dcfg, weights_dir, progress=False, overwrite=overwrite)
     attacked = np.stack(list(video.VideoReader(out)))
     attacked_frames[level] = attacked
     for name, frames in (("obfuscated", plain), ("attacked", attacked)):

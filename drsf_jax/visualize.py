@@ -57,7 +57,7 @@ def draw_faces(frame: np.ndarray, faces: list[dict], camera=None) -> np.ndarray:
 
 
 def draw_video(input_path: str, output_path: str, doc: dict, codec: str = "ffv1",
-               calibration: str | None = None, progress=None) -> int:
+               calibration: str | None = None, progress=None, overwrite: bool = False) -> int:
   """Draws a predictions document onto its video; returns the number of frames written."""
   from drsf_jax import headpose
   from drsf_jax import video
@@ -65,7 +65,8 @@ def draw_video(input_path: str, output_path: str, doc: dict, codec: str = "ffv1"
   cam = headpose.make_camera(calibration, reader.width, reader.height)
   by_id = {f["frame_id"]: f["faces"] for f in doc["frames"]}
   n = 0
-  with video.VideoWriter(output_path, reader.fps, (reader.width, reader.height), codec) as w:
+  with video.VideoWriter(output_path, reader.fps, (reader.width, reader.height), codec,
+                         overwrite=overwrite) as w:
     for i, frame in enumerate(reader):
       w.write(draw_faces(frame, by_id.get(i, []), cam))
       n += 1

@@ -34,10 +34,37 @@ flags.DEFINE_string("min_sizes", None,
                     "RetinaFace anchor sizes as JSON, e.g. '[[16,32],[64,128],[256,512]]'; only "
                     "for checkpoints not in the known-checkpoint table.")
 flags.DEFINE_string("config", None, "Further config overrides as a JSON object (unknown files only).")
+flags.DEFINE_bool("overwrite", False, "Replace an existing file at the output path that is not a "
+                  "drsf-jax weights file (converted weights are replaced without it).")
 flags.mark_flag_as_required("model")
 
 
+def _is_weights_file(path: str) -> bool:
+  """A file this tool wrote: a drsf-jax weights file (any format version)."""
+  try:
+    with open(path, "rb") as f:
+      return b"drsf-jax/weights/" in f.read(256)
+  except OSError:
+    return False
+
+
+def _check_outputs(model: str) -> str:
+  """The converted file's path, checked before torch is imported or anything is read."""
+  from drsf_jax import outputs
+  wdir = checkpoints.weights_dir(FLAGS.weights_dir)
+  if os.path.lexists(wdir) and not os.path.isdir(wdir):
+    raise cli.UserError(f"--weights_dir {wdir} is a file, not a directory")
+  path = checkpoints.weights_path(model, FLAGS.weights_dir)
+  inputs = [FLAGS.src] if FLAGS.src else []
+  if FLAGS.src and os.path.isfile(FLAGS.src):
+    outputs.check_input(FLAGS.src, "--src")
+  outputs.check([("weights file", path)], inputs, FLAGS.overwrite,
+                replaceable=[path] if _is_weights_file(path) else ())
+  return path
+
+
 def main(argv):
+  _check_outputs(FLAGS.model)
   from weights_conversion import registry  # Imports torch: conversion-time only.
   overrides = {}
   try:

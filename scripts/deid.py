@@ -42,6 +42,7 @@ flags.DEFINE_integer("process_id", None, "Corpus mode across processes: this one
 flags.DEFINE_bool("distributed_auto", False, "Corpus mode: jax.distributed.initialize() with JAX's "
                   "cluster auto-detection (Cloud TPU, SLURM, ...) instead of the three flags above.")
 flags.DEFINE_string("report", None, "Report path (default: the output path with .json).")
+cli.define_overwrite_flag()
 cli.define_model_flags(_D.detector, _D.alignment, _D.gaze)
 flags.DEFINE_enum("attack", _D.attack, list(attacks.ATTACKS), "Attack (an Optax optimizer over the frames).",
                   short_name="g")
@@ -80,24 +81,49 @@ def main(argv):
   src = FLAGS.input
   out = FLAGS.output
   if src is None:
-    from drsf_jax import samples
     out = out or os.path.join("outputs", "demo", "sample_deid.mkv")
-    src = samples.write_astronaut_clip(os.path.join(os.path.dirname(out) or ".", "sample_input.mkv"))
+    src = _sample_input(os.path.join(os.path.dirname(out) or ".", "sample_input.mkv"))
     print(f"embedded sample (skimage astronaut, moved and rotated): {src}")
   elif out is None:
     out = os.path.splitext(src)[0] + "_deid.mkv"
   if FLAGS.codec in ("mjpg", "mp4v"):
     logging.warning("lossy codec %s: the adversarial perturbation may not survive encoding", FLAGS.codec)
-  report = pipeline.deidentify(src, out, cfg, FLAGS.weights_dir, FLAGS.report, progress=FLAGS.progress)
+  report_path = FLAGS.report or pipeline.default_report_path(out)
+  report = pipeline.deidentify(src, out, cfg, FLAGS.weights_dir, report_path, progress=FLAGS.progress,
+                               overwrite=FLAGS.overwrite)
   s = report["summary"]
   print(f"wrote {report['output']} ({report['video']['num_frames']} frames, "
         f"{report['frames_per_second']:.2f} frames/s)")
-  print(f"report {os.path.splitext(report['output'])[0] + '.json' if not FLAGS.report else FLAGS.report}")
+  print(f"report {os.path.abspath(report_path)}")
   print(f"victims {', '.join(cfg.victim_names)}; attack {cfg.attack}; deid {cfg.deid}; "
         f"mean iterations {s['iterations_mean']:.1f}, converged {s['frames_converged']}/{report['video']['num_frames']}")
   if report["frames_reused_detection"]:
     print(f"frames where the detector missed and neighbouring detections were reused: "
           f"{report['frames_reused_detection']}")
+
+
+def _sample_input(path):
+  """The embedded sample clip at ``path``: written if absent, reused if it is the sample.
+
+  A different file there is replaced only with --overwrite (it may be the user's).
+  """
+  import numpy as np
+  from drsf_jax import samples, video
+  frames = samples.astronaut_clip()
+  if os.path.lexists(path):
+    try:
+      same = np.array_equal(np.stack(list(video.VideoReader(path))), frames)
+    except (ValueError, FileNotFoundError):
+      same = False
+    if same:
+      return path
+    if not FLAGS.overwrite:
+      raise cli.UserError(f"{path} exists and is not the embedded sample; pass --overwrite to "
+                          "replace it, or --input to de-identify it")
+  with video.VideoWriter(path, 30.0, frames.shape[2:0:-1], "ffv1", overwrite=FLAGS.overwrite) as w:
+    for f in frames:
+      w.write(f)
+  return path
 
 
 def _corpus(cfg):
@@ -106,11 +132,13 @@ def _corpus(cfg):
     raise cli.UserError("--input_list (corpus mode) excludes --input, --output and --report")
   if FLAGS.output_dir is None:
     raise cli.UserError("--input_list needs --output_dir")
+  corpus.check_output_dir(FLAGS.input_list, FLAGS.output_dir)
   corpus.init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                           FLAGS.distributed_auto)
   inputs, root = corpus.list_inputs(FLAGS.input_list)
   items = corpus.plan(inputs, root, FLAGS.output_dir, cfg.codec)
-  summary = corpus.run(items, FLAGS.output_dir, cfg, FLAGS.weights_dir, progress=FLAGS.progress)
+  summary = corpus.run(items, FLAGS.output_dir, cfg, FLAGS.weights_dir, progress=FLAGS.progress,
+                       overwrite=FLAGS.overwrite)
   c = summary["counts"]
   scope = "corpus" if "done" in summary else f"process {summary['process_index']}"
   print(f"{scope}: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed "

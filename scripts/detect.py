@@ -23,11 +23,17 @@ flags.DEFINE_enum("detector", "mtcnn", list(detectors.DETECTORS), "Face detector
 flags.DEFINE_string("weights_dir", None, "Converted weights directory.")
 flags.DEFINE_integer("max_frames", 1, "Frames of a video to run on.")
 flags.DEFINE_string("output", None, "Optional JSON file for the detections.")
+cli.define_overwrite_flag()
 cli.define_cache_flag()
 flags.adopt_module_key_flags(cli)
 
 
 def main(argv):
+  from drsf_jax import outputs
+  if FLAGS.input is not None:
+    outputs.check_input(FLAGS.input)
+  if FLAGS.output:
+    outputs.check([("output", FLAGS.output)], [FLAGS.input], FLAGS.overwrite)
   det = detectors.load_detector(FLAGS.detector, FLAGS.weights_dir)
   name, frames = video.read_image_or_video(FLAGS.input, FLAGS.max_frames)
   results = []
@@ -42,7 +48,8 @@ def main(argv):
                     "landmarks5": [[float(x), float(y)] for x, y in lm]})
     results.append({"frame_id": i, "faces": faces})
   if FLAGS.output:
-    video.write_json_atomic(FLAGS.output, {"input": name, "detector": FLAGS.detector, "frames": results})
+    video.write_json_atomic(FLAGS.output, {"input": name, "detector": FLAGS.detector, "frames": results},
+                            overwrite=FLAGS.overwrite)
     print(f"wrote {FLAGS.output}")
 
 

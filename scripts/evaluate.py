@@ -30,6 +30,7 @@ flags.DEFINE_bool("plot", True, "Write the PNG plot.")
 flags.DEFINE_bool("privacy", False, "Also measure privacy (needs two videos: reference = original, "
                   "prediction = de-identified) with dlib and the LBP cascade; lower is better.")
 flags.DEFINE_list("gallery", [], "--privacy: videos/images of other identities for rank-1 re-identification.")
+cli.define_overwrite_flag()
 flags.mark_flags_as_required(["reference", "prediction", "output"])
 cli.define_cache_flag()
 flags.adopt_module_key_flags(cli)
@@ -66,7 +67,8 @@ def _privacy(ref_doc):
   return p
 
 
-def write_csv(path, rows):
+def write_csv(path, rows) -> str:
+  """Writes the per-frame rows to a temporary file beside ``path``; returns it."""
   cols = ["frame_id", "reference_faces", "prediction_faces", "iou", "landmark_px", "nme",
           "gaze_angle_deg", "diffscore", "missing_in_prediction"]
   tmp = video.atomic_path(path)
@@ -75,10 +77,11 @@ def write_csv(path, rows):
     w.writeheader()
     for r in rows:
       w.writerow({c: r.get(c) for c in cols})
-  os.replace(tmp, path)
+  return tmp
 
 
-def plot(path, result, title):
+def plot(path, result, title) -> str:
+  """Draws the per-frame plot to a temporary file beside ``path``; returns it."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -103,10 +106,23 @@ def plot(path, result, title):
   tmp = video.atomic_path(path)
   fig.savefig(tmp, dpi=110, format="png")
   plt.close(fig)
-  os.replace(tmp, path)
+  return tmp
+
+
+def output_paths():
+  """The report, its CSV and (with --plot) its PNG: ``(what, path)`` pairs."""
+  base = os.path.splitext(FLAGS.output)[0]
+  return ([("output", FLAGS.output), ("CSV", base + ".csv")]
+          + ([("plot", base + ".png")] if FLAGS.plot else []))
 
 
 def main(argv):
+  from drsf_jax import outputs
+  inputs = [FLAGS.reference, FLAGS.prediction, *FLAGS.gallery]
+  for p in inputs:
+    outputs.check_input(p)
+  outs = output_paths()
+  outputs.check(outs, inputs, FLAGS.overwrite)
   cache = {}
 
   def predictor():
@@ -122,11 +138,13 @@ def main(argv):
   result["prediction"] = FLAGS.prediction
   if FLAGS.privacy:
     result["privacy"] = _privacy(ref)
-  video.write_json_atomic(FLAGS.output, result)
+  # All three are written to temporary files first, then renamed together.
   base = os.path.splitext(FLAGS.output)[0]
-  write_csv(base + ".csv", result["per_frame"])
+  staged = [video.stage_json(FLAGS.output, result), write_csv(base + ".csv", result["per_frame"])]
   if FLAGS.plot:
-    plot(base + ".png", result, f"{os.path.basename(FLAGS.prediction)} vs {os.path.basename(FLAGS.reference)}")
+    staged.append(plot(base + ".png", result,
+                       f"{os.path.basename(FLAGS.prediction)} vs {os.path.basename(FLAGS.reference)}"))
+  outputs.commit(list(zip(staged, [p for _, p in outs])), overwrite=FLAGS.overwrite)
   s = result["summary"]
   print(f"{s['frames']} common frames ({s['frames_scored']} with a reference face)")
   for k in ("iou_mean", "landmark_px_mean", "nme_mean", "gaze_angle_deg_mean", "diffscore"):

@@ -25,12 +25,16 @@ flags.DEFINE_integer("batch_size", 8, "Frames per batch.", short_name="bs")
 flags.DEFINE_string("calibration", None, "Camera calibration YAML (ptgaze format); default a dummy camera.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.DEFINE_bool("print_first", False, "Print the first frame's predictions.")
+cli.define_overwrite_flag()
 flags.mark_flags_as_required(["input", "output"])
 cli.define_cache_flag()
 flags.adopt_module_key_flags(cli)
 
 
 def main(argv):
+  from drsf_jax import outputs
+  outputs.check_input(FLAGS.input)
+  outputs.check([("output", FLAGS.output)], [FLAGS.input, FLAGS.calibration], FLAGS.overwrite)
   pred = inference.Predictor(FLAGS.detector, FLAGS.alignment, FLAGS.gaze, FLAGS.weights_dir,
                              FLAGS.max_faces, FLAGS.calibration)
   from drsf_jax import video
@@ -41,7 +45,8 @@ def main(argv):
       doc = inference.run(FLAGS.input, pred, FLAGS.max_frames, FLAGS.batch_size, bar.update)
   else:
     doc = inference.run(FLAGS.input, pred, FLAGS.max_frames, FLAGS.batch_size)
-  records.write(FLAGS.output, doc)
+  records.validate(doc, FLAGS.output)
+  video.write_json_atomic(FLAGS.output, doc, overwrite=FLAGS.overwrite)
   n_faces = sum(len(f["faces"]) for f in doc["frames"])
   print(f"wrote {FLAGS.output}: {doc['video']['num_frames']} frames, {n_faces} faces, "
         f"{sum(1 for f in doc['frames'] if not f['faces'])} frames without a face")

@@ -28,6 +28,7 @@ flags.DEFINE_enum("attack", "adam", list(attacks.ATTACKS), "Attack.", short_name
 flags.DEFINE_integer("max_frames", 16, "Frames evaluated (from the start of the video).")
 flags.DEFINE_integer("max_iter", 100, "Attack steps per batch.")
 flags.DEFINE_integer("batch_size", 16, "Frames per attack batch.", short_name="bs")
+cli.define_overwrite_flag()
 flags.mark_flags_as_required(["input", "output_dir"])
 cli.define_cache_flag()
 flags.adopt_module_key_flags(cli)
@@ -36,11 +37,20 @@ flags.adopt_module_key_flags(cli)
 def main(argv):
   for level in FLAGS.levels:
     obfuscation.parse_spec(level)
-  from drsf_jax import report
+  if len(set(FLAGS.levels)) != len(FLAGS.levels):
+    raise cli.UserError(f"--levels names a level twice: {','.join(FLAGS.levels)}")
+  from drsf_jax import outputs, report
+  inputs = [FLAGS.input, *FLAGS.gallery]
+  for p in inputs:
+    outputs.check_input(p)
+  if os.path.lexists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
+    raise cli.UserError(f"--output_dir {FLAGS.output_dir} is a file, not a directory")
+  outputs.check(report.output_paths(FLAGS.output_dir, FLAGS.levels), inputs, FLAGS.overwrite)
   cfg = report.ReportConfig(detector=FLAGS.detector, alignment=FLAGS.alignment, gaze=FLAGS.gaze,
                             attack=FLAGS.attack, levels=tuple(FLAGS.levels), max_frames=FLAGS.max_frames,
                             max_iter=FLAGS.max_iter, batch_size=FLAGS.batch_size)
-  report.run(FLAGS.input, FLAGS.output_dir, cfg, FLAGS.gallery, FLAGS.weights_dir)
+  report.run(FLAGS.input, FLAGS.output_dir, cfg, FLAGS.gallery, FLAGS.weights_dir,
+             overwrite=FLAGS.overwrite)
   with open(os.path.join(FLAGS.output_dir, "report.md")) as f:
     print(f.read())
   print(f"wrote report.json, report.md, tradeoff.png, contact_sheet.png in {FLAGS.output_dir}")

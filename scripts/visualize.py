@@ -20,19 +20,27 @@ flags.DEFINE_string("output", None, "Output video (.mkv/.avi) or image (.png/.jp
 flags.DEFINE_string("predictions", None, "Draw these saved predictions instead of running models.")
 cli.define_model_flags(what="")
 flags.DEFINE_integer("max_frames", None, "Only the first N frames (when running models).")
-flags.DEFINE_string("codec", "ffv1", "Video codec: ffv1, hfyu, png (lossless) or mjpg/mp4v (lossy). "
-                    "OpenCV's wheel has no H.264 encoder.")
+flags.DEFINE_string("codec", "ffv1", "Video codec: ffv1, hfyu, png (lossless), png-seq (a new or "
+                    "empty folder of PNGs) or mjpg/mp4v (lossy). OpenCV's wheel has no H.264 encoder.")
 flags.DEFINE_string("calibration", None, "Camera calibration YAML (ptgaze format).")
+cli.define_overwrite_flag()
 flags.mark_flags_as_required(["input", "output"])
 cli.define_cache_flag()
 flags.adopt_module_key_flags(cli)
 
 
 def main(argv):
-  from drsf_jax import inference, records, video, visualize
-  if os.path.abspath(FLAGS.input) == os.path.abspath(FLAGS.output):
-    raise cli.UserError(f"output would overwrite the input: {FLAGS.output}")
+  from drsf_jax import inference, outputs, records, video, visualize
+  outputs.check_input(FLAGS.input)
   is_image = FLAGS.input.lower().endswith(video.IMAGE_EXTS)
+  if is_image:
+    if not FLAGS.output.lower().endswith(video.IMAGE_EXTS):
+      raise cli.UserError(f"an image input needs an image output ({', '.join(video.IMAGE_EXTS)}), "
+                          f"got {FLAGS.output}")
+  else:
+    video.check_codec(FLAGS.output, FLAGS.codec)
+  outputs.check([("output", FLAGS.output)], [FLAGS.input, FLAGS.predictions, FLAGS.calibration],
+                FLAGS.overwrite, dirs=[FLAGS.output] if FLAGS.codec == "png-seq" and not is_image else ())
   if FLAGS.predictions:
     doc = records.read(FLAGS.predictions)
   else:
@@ -49,12 +57,13 @@ def main(argv):
     out = visualize.draw_faces(img, faces)
     tmp = video.atomic_path(FLAGS.output)
     if not cv2.imwrite(tmp, cv2.cvtColor(out, cv2.COLOR_RGB2BGR)):
-      os.unlink(tmp)
+      outputs.discard(tmp)
       raise cli.UserError(f"cannot write image {FLAGS.output}")
-    os.replace(tmp, FLAGS.output)
+    outputs.commit([(tmp, FLAGS.output)], overwrite=FLAGS.overwrite)
     print(f"wrote {FLAGS.output}: {len(faces)} face(s)")
     return
-  n = visualize.draw_video(FLAGS.input, FLAGS.output, doc, FLAGS.codec, FLAGS.calibration)
+  n = visualize.draw_video(FLAGS.input, FLAGS.output, doc, FLAGS.codec, FLAGS.calibration,
+                           overwrite=FLAGS.overwrite)
   print(f"wrote {FLAGS.output}: {n} frames")
 
 

@@ -40,9 +40,10 @@ def test_directory_listing_is_recursive_sorted_and_video_only(tmp_path):
 
 def test_list_file_relative_paths_comments_and_errors(tmp_path):
   lst = tmp_path / "list.txt"
-  lst.write_text("# corpus\nvids/x.mp4\n\n/abs/y.mkv  # trailing comment\n")
+  lst.write_text("# corpus\nvids/x.mp4\n\n  /abs/y.mkv  \n  # indented comment\nclip#2.mkv\n")
   inputs, _ = corpus.list_inputs(str(lst))
-  assert inputs == [str(tmp_path / "vids" / "x.mp4"), "/abs/y.mkv"]
+  # Only a leading '#' starts a comment: 'clip#2.mkv' is a file name.
+  assert inputs == [str(tmp_path / "vids" / "x.mp4"), "/abs/y.mkv", str(tmp_path / "clip#2.mkv")]
   lst.write_text("# nothing\n")
   with pytest.raises(ValueError, match="empty"):
     corpus.list_inputs(str(lst))
@@ -56,6 +57,25 @@ def test_list_file_relative_paths_comments_and_errors(tmp_path):
     corpus.list_inputs(str(tmp_path / "empty"))
   with pytest.raises(ValueError, match="same output"):
     corpus.plan(["/d/a.mp4", "/d/a.mkv"], "/d", str(tmp_path / "out"))
+
+
+def test_outputs_never_land_on_inputs_nor_inside_a_listed_directory(tmp_path):
+  for name in ("x.mkv", "x_deid.mkv"):
+    _touch(str(tmp_path / "in" / name))
+  inputs, root = corpus.list_inputs(str(tmp_path / "in"))
+  # x.mkv's output would be the input x_deid.mkv.
+  with pytest.raises(ValueError, match="would overwrite the input .*x_deid.mkv"):
+    corpus.plan(inputs, root, str(tmp_path / "in"))
+  for out in (tmp_path / "in", tmp_path / "in" / "deid", tmp_path / "in" / "." / "deid" / ".."):
+    with pytest.raises(ValueError, match="input directory"):
+      corpus.check_output_dir(str(tmp_path / "in"), str(out))
+  os.symlink(tmp_path / "in", tmp_path / "link")
+  with pytest.raises(ValueError, match="input directory"):
+    corpus.check_output_dir(str(tmp_path / "in"), str(tmp_path / "link" / "deid"))
+  corpus.check_output_dir(str(tmp_path / "in"), str(tmp_path / "out"))  # Outside: fine.
+  lst = tmp_path / "in" / "list.txt"  # A list file never lists outputs: any directory is fine.
+  lst.write_text("x.mkv\n")
+  corpus.check_output_dir(str(lst), str(tmp_path / "in"))
 
 
 def test_share_splits_every_item_once():

@@ -69,8 +69,54 @@ def test_bad_inputs(tmp_path):
     video.VideoWriter(str(tmp_path / "x.mkv"), 30, (8, 8), "h265")
   afile = tmp_path / "afile"
   afile.write_text("x")
-  with pytest.raises(ValueError, match="cannot create output directory"):
+  with pytest.raises(ValueError, match="is a file, not a directory"):
     video.VideoWriter(str(afile / "sub" / "x.mkv"), 30, (8, 8))
+  (tmp_path / "adir").mkdir()
+  with pytest.raises(ValueError, match="is a directory"):
+    video.VideoWriter(str(tmp_path / "adir"), 30, (8, 8), "png")
+  with pytest.raises(ValueError, match="exists; pass --overwrite"):
+    video.VideoWriter(str(afile), 30, (8, 8))
+  with pytest.raises(ValueError, match="codec ffv1 cannot be written to a .webm file"):
+    video.VideoWriter(str(tmp_path / "x.webm"), 30, (8, 8))
+  with pytest.raises(ValueError, match="1x1 frames are too small for codec ffv1"):
+    video.VideoWriter(str(tmp_path / "x.mkv"), 30, (1, 1))
+  assert sorted(os.listdir(tmp_path)) == ["adir", "afile", "empty.mp4", "junk.mp4"]
+  with pytest.raises(ValueError, match="is a directory"):
+    video.VideoReader(str(tmp_path / "adir"))
+
+
+def test_png_sequence_never_replaces_a_directory_with_files(tmp_path):
+  (tmp_path / "seq").mkdir()
+  (tmp_path / "seq" / "keep.txt").write_text("mine")
+  with pytest.raises(ValueError, match="directory with files in it"):
+    video.VideoWriter(str(tmp_path / "seq"), 30, (8, 8), "png-seq")
+  assert os.listdir(tmp_path / "seq") == ["keep.txt"]
+  (tmp_path / "empty").mkdir()
+  with video.VideoWriter(str(tmp_path / "empty"), 30, (8, 8), "png-seq") as w:
+    w.write(np.zeros((8, 8, 3), np.uint8))
+  assert os.listdir(tmp_path / "empty") == ["000000.png"]
+  assert sorted(os.listdir(tmp_path)) == ["empty", "seq"]  # No temporary folder left.
+
+
+def test_overwrite_replaces_a_file_and_outputs_are_not_private(tmp_path):
+  path = str(tmp_path / "o.mkv")
+  frame = np.full((8, 8, 3), 9, np.uint8)
+  with video.VideoWriter(path, 30, (8, 8)) as w:
+    w.write(frame)
+  with video.VideoWriter(path, 30, (8, 8), overwrite=True) as w:
+    w.write(frame)
+    w.write(frame)
+  assert len(list(video.VideoReader(path))) == 2
+  umask = os.umask(0o022)
+  os.umask(umask)
+  assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_absurd_container_fps_is_clamped_by_the_writer_and_probe_reports_it(tmp_path):
+  path = str(tmp_path / "o.mkv")
+  with video.VideoWriter(path, 90000.0, (8, 8)) as w:
+    w.write(np.zeros((8, 8, 3), np.uint8))
+  assert video.probe(path) == (1, 30000.0)
 
 
 def test_to_uint8_rounds():

@@ -300,3 +300,87 @@ def test_onet_on_boxes(real):
     # Gradient only inside the face crop.
     y0 = int(boxes[0, 0, 1])
     assert np.abs(g[0, : max(y0 - 2, 0)]).max() == 0
+
+
+# ---------------------------------------------------------------------------------
+# The attack's PNet pyramid and RNet stage against facenet-pytorch's detect_face.
+# ---------------------------------------------------------------------------------
+def _capture_detect_face(real, img, monkeypatch):
+  """Runs facenet-pytorch's ``MTCNN.detect`` on ``img`` and records what its stages saw.
+
+  Returns ``{'pnet': [(input, reg, prob)] per pyramid level, 'rnet_boxes': the (K, 4)
+  boxes ``detect_face`` cropped for RNet, 'rnet': (input, reg, prob)}`` (NCHW torch).
+  """
+  import torch
+  from facenet_pytorch.models.utils import detect_face as fdf
+  _, ref = real
+  seen = {"pnet": [], "rnet": [], "pad": []}
+  orig_pad = fdf.pad
+
+  def pad(boxes, w, h):
+    seen["pad"].append(boxes[:, :4].clone())
+    return orig_pad(boxes, w, h)
+
+  monkeypatch.setattr(fdf, "pad", pad)
+  hooks = [getattr(ref, n).register_forward_hook(
+      lambda m, inp, out, n=n: seen[n].append((inp[0].detach().clone(), *[o.detach().clone() for o in out])))
+      for n in ("pnet", "rnet")]
+  try:
+    with torch.no_grad():
+      ref.detect(img)
+  finally:
+    for h in hooks:
+      h.remove()
+  rnet = tuple(torch.cat([c[i] for c in seen["rnet"]]) for i in range(3))
+  return {"pnet": seen["pnet"], "rnet_boxes": seen["pad"][0].numpy(), "rnet": rnet}
+
+
+def _nhwc(t):
+  return np.transpose(t.numpy(), (0, 2, 3, 1))
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("size", [(256, 256), (183, 127), (12, 31), (100, 300)])
+def test_resize_area_matches_torch_area_interpolate(size):
+  """``resize_area`` = ``F.interpolate(mode='area')`` (facenet's ``imresample``), shrinking
+  and enlarging, on a real frame in 0..255."""
+  torch = pytest.importorskip("torch")
+  img = read_frames(shared_file("data", "talking_head_a.mp4"), 1, start=5).astype(np.float32)
+  ours = np.asarray(mtcnn.resize_area(jnp.asarray(img), size))
+  ref = torch.nn.functional.interpolate(torch.from_numpy(img).permute(0, 3, 1, 2), size=size, mode="area")
+  assert ours.shape == (1, *size, 3)
+  assert _rel(ours, _nhwc(ref)) <= 1e-5
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("which", ["talking_head", "astronaut"])
+def test_pnet_pyramid_and_rnet_on_boxes_match_detect_face(real, monkeypatch, which):
+  """The attack's differentiable PNet pyramid and RNet-on-boxes reproduce what
+  facenet-pytorch's ``detect_face`` computes: every pyramid level's resized input and
+  PNet outputs, and RNet's outputs on the very boxes ``detect_face`` cropped for it
+  (relative error <= 1e-5)."""
+  pytest.importorskip("torch")
+  img = (read_frames(shared_file("data", "talking_head_a.mp4"), 1, start=5)[0] if which == "talking_head"
+         else astronaut())
+  variables, _ = real
+  seen = _capture_detect_face(real, img, monkeypatch)
+  frames = jnp.asarray(img[None].astype(np.float32) / 255.0)
+  h, w = img.shape[:2]
+  scales = mtcnn.pyramid_scales(h, w, 20, 0.709)
+  levels = mtcnn.pnet_pyramid(variables, frames)
+  assert len(levels) == len(seen["pnet"]) == len(scales)
+  errs = []
+  for scale, (reg, prob), (x_ref, reg_ref, prob_ref) in zip(scales, levels, seen["pnet"]):
+    level = mtcnn.resize_area(frames * 255.0, (int(h * scale + 1), int(w * scale + 1)))
+    x = (level - mtcnn.PIXEL_MEAN) * mtcnn.PIXEL_SCALE
+    errs.append((_rel(x, _nhwc(x_ref)), _rel(reg, _nhwc(reg_ref)), _rel(prob, prob_ref.numpy()[:, 1])))
+  print(which, "pnet levels: max rel error (input, reg, prob)", np.max(errs, axis=0))
+  assert np.max(errs) <= 1e-5
+
+  boxes = seen["rnet_boxes"]
+  assert len(boxes) >= 1 and len(boxes) == len(seen["rnet"][0])
+  scores, reg = mtcnn.rnet_on_boxes(variables, frames, jnp.asarray(boxes[None]))
+  _, reg_ref, prob_ref = seen["rnet"]
+  e_s, e_r = _rel(scores[0], prob_ref[:, 1].numpy()), _rel(reg[0], reg_ref.numpy())
+  print(which, f"rnet on {len(boxes)} boxes: rel error score {e_s:.2e}, reg {e_r:.2e}")
+  assert e_s <= 1e-5 and e_r <= 1e-5

@@ -280,7 +280,35 @@ def unsafe_path(path: str) -> str:
 
 def failure_message(result: dict, output_path: str, kept_at: str | None) -> str:
   """The one-line error for a failed guard."""
-  where = (f"the output was left at {kept_at} (and its report beside it)" if kept_at
+  where = (f"the output was left at {kept_at} with its report beside it" if kept_at
            else "nothing was written")
   return (f"privacy guard: {output_path} is not de-identified: {'; '.join(result['reasons'])}; "
           f"{where}")
+
+
+def quarantine(video_tmp: str, report: dict, output_path: str, report_path: str,
+               overwrite: bool = False):
+  """Renames a failed run's temporary output to ``NAME.UNSAFE.ext`` and raises.
+
+  The report (with the guard's result under ``privacy_guard`` and the message under
+  ``error``) goes to ``REPORT.UNSAFE.json``. Nothing is ever put at ``output_path``. If
+  an ``UNSAFE`` file is already there (and not ``overwrite``), the output is deleted
+  instead of replacing it.
+
+  Raises:
+    PrivacyGuardError: always (a ``ValueError``: ``error: ...`` and exit 1 in the CLI).
+  """
+  from drsf_jax import outputs  # pylint: disable=import-outside-toplevel
+  from drsf_jax import video  # pylint: disable=import-outside-toplevel
+  result = report["privacy_guard"]
+  bad_video = unsafe_path(os.path.abspath(output_path))
+  bad_report = os.path.splitext(os.path.abspath(report_path))[0] + ".UNSAFE.json"
+  if not overwrite and (os.path.lexists(bad_video) or os.path.lexists(bad_report)):
+    outputs.discard(video_tmp)
+    raise PrivacyGuardError(failure_message(result, output_path, None) +
+                            f" ({os.path.basename(bad_video)} already exists)", result)
+  msg = failure_message(result, output_path, bad_video)
+  report = {**report, "output": bad_video, "error": msg}
+  report_tmp = video.stage_json(bad_report, report)
+  outputs.commit([(report_tmp, bad_report), (video_tmp, bad_video)], overwrite=overwrite)
+  raise PrivacyGuardError(msg, result)

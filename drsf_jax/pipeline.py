@@ -23,6 +23,7 @@ import numpy as np
 
 from drsf_jax import attacks
 from drsf_jax import detectors
+from drsf_jax import guard
 from drsf_jax import obfuscation
 from drsf_jax import outputs
 from drsf_jax import temporal
@@ -278,6 +279,8 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
       raise ValueError(f"{input_path}: no face detected by {cfg.detector} in any of {n_frames} frames; "
                        "nothing written (pass --allow_no_face to copy such a video unchanged)")
     logging.warning("%s: no face in any frame; writing it unchanged (--allow_no_face)", input_path)
+  # Refuse, before any attack or write, a spec that cannot obfuscate some face at its size.
+  obfuscation.check_effective(cfg.deid, [f["boxes"] for f in filled], (height, width), cfg.mask_scale)
 
   batches = []
   t_attack = 0.0
@@ -316,6 +319,8 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
       raise ValueError(f"{input_path}: decoded {writer.count} frames on the second pass, {n_frames} on the first")
     video_tmp = writer.finish()
     written = verify_staged(video_tmp, output_path, cfg, n_frames)
+    # Privacy guard on the decoded temporary output: every obfuscated face must differ.
+    guard_result = guard.check_video(input_path, video_tmp, filled)
 
     wall = time.time() - t_start
     report = {
@@ -336,6 +341,7 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
         "frames_tracked_faces": fill.tracked,
         "frames_without_face": no_face,
         "faces_per_frame": [int(len(x["boxes"])) for x in dets],
+        "privacy_guard": guard_result,
         "batches": batches,
         "summary": _summary(batches, cfg.victim_names, cfg.max_iter),
         "wall_time_s": wall,
@@ -349,6 +355,8 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
     }
     if no_face:
       report["warning"] = "no face detected in any frame: the video was copied without obfuscation"
+    if not guard_result["passed"]:  # Leaves NAME.UNSAFE.ext + NAME.UNSAFE.json, raises.
+      guard.quarantine(video_tmp, report, output_path, report_path, overwrite)
     report_tmp = video.stage_json(report_path, report)  # Raises on NaN/inf anywhere.
     outputs.commit([(report_tmp, report_path), (video_tmp, os.path.abspath(output_path))],
                    overwrite=overwrite, replaceable=replaceable)

@@ -102,6 +102,41 @@ def test_guard_statistic_on_real_frames(real):
   assert res["passed"] and res["faces_featureless"] == 1
 
 
+WEAK = ("identity", "gaussian_3", "blur_3", "blur_5", "gaussian_9", "pixelate_80")
+STRONG = ("pixelate_50", "pixelate_30", "blur_31", "pixelate_10", "solid")
+
+
+def test_thresholds_separate_weak_settings_from_the_project_levels(real, real_weights):
+  """The measurement behind MAD_THRESHOLD / DLIB_MIN_DISTANCE (README table; ``-s`` prints it).
+
+  On both shared talking heads: every setting in WEAK stays under the change threshold and
+  every one in STRONG above it; the recogniser threshold separates WEAK from pixelate_30
+  and coarser (pixelate_50 sits just above it: it re-identifies, but is an image change).
+  """
+  det = victims.load_victim("mtcnn", real_weights)
+  dlib_ok = _has_dlib()
+  if dlib_ok:
+    from drsf_jax import privacy  # pylint: disable=import-outside-toplevel
+  for name in ("talking_head_a", "talking_head_b"):
+    frames = read_frames(shared_file("data", f"{name}.mp4"), N)
+    dets = real[2] if name == "talking_head_a" else det.predict(det.params, frames.astype(np.float32) / 255)
+    for spec in WEAK + STRONG:
+      out = frames.copy() if spec == "identity" else _obfuscated(frames, dets, spec)
+      stat = [guard.face_change(f, o, d["boxes"][0])[0] for f, o, d in zip(frames, out, dets)]
+      dist = float("nan")
+      if dlib_ok:
+        b = dets[0]["boxes"][0]
+        dist = float(np.linalg.norm(privacy.embed(frames[0], b) - privacy.embed(out[0], b)))
+      print(f"{name} {spec:12s} change {min(stat):.3f}-{max(stat):.3f}  dlib {dist:.2f}")
+      if spec in WEAK:
+        assert max(stat) < guard.MAD_THRESHOLD, (name, spec, stat)
+        assert not dist >= guard.DLIB_MIN_DISTANCE, (name, spec, dist)
+      else:
+        assert min(stat) > guard.MAD_THRESHOLD * (1.05 if spec == "pixelate_50" else 1.5), (name, spec, stat)
+        if spec != "pixelate_50":
+          assert not dist < 2 * guard.DLIB_MIN_DISTANCE, (name, spec, dist)
+
+
 @pytest.mark.skipif(not _has_dlib(), reason="dlib not installed (pip install -e .[privacy])")
 def test_guard_recogniser_check(real):
   _, frames, dets = real

@@ -5,7 +5,10 @@ Per face, on the original frame (host side, once): head pose by ``solvePnP`` fro
 template; each prediction says which was used); then ptgaze's normalising homography
 (face, or one per eye for MPIIGaze) and, for MPIIGaze, the histogram-equalisation table
 of each eye patch. Inside the loss (jnp): the fixed warps, the model, and the squared
-error of (pitch, yaw) against the original's.
+error of (pitch, yaw) against the original's. The eye patches' equalisation is re-fitted
+on the attacked frame inside the loss by default (``equalization='refit'``), as inference
+does on the written output; ``'fixed'`` keeps the original frame's table (the earlier
+behaviour, kept for the measurement in README, "Fidelity").
 """
 
 import numpy as np
@@ -70,19 +73,28 @@ def face_geometry(frames_u8: np.ndarray, ctx: FaceContext, preset: str) -> dict:
   return out
 
 
-def _make(name: str, variables, meta) -> Victim:
+EQUALIZATIONS = ("refit", "fixed")
+
+
+def _make(name: str, variables, meta, equalization: str = "refit") -> Victim:
+  if equalization not in EQUALIZATIONS:
+    raise ValueError(f"equalization must be one of {EQUALIZATIONS}, got {equalization!r}")
   config = dict(gaze_models.DEFAULT_CONFIGS[name])
   config.update(meta.get("config", {}))
   preset = headpose.get_preset(name)
   per_eye = preset.per_eye
 
-  def _forward(params, frames, homography, head_py, lut):
-    """(B, K, P, 2) normalised (pitch, yaw) for every face/eye patch."""
+  def _forward(params, frames, homography, head_py, lut, refit=False):
+    """(B, K, P, 2) normalised (pitch, yaw) for every face/eye patch.
+
+    ``refit``: eye patches equalised with a table fitted on ``frames`` (not ``lut``).
+    """
     b, k, n = homography.shape[:3]
     reps = jnp.repeat(frames, k * n, axis=0)
     hs = homography.reshape(b * k * n, 3, 3)
     if per_eye:
-      patches = headpose.normalize_gray_equalized(reps, hs, lut.reshape(b * k * n, 256), _EYE_HW)
+      luts = None if refit else lut.reshape(b * k * n, 256)
+      patches = headpose.normalize_gray_equalized(reps, hs, luts, _EYE_HW)
       patches = patches.reshape(b * k, n, *_EYE_HW, 1)
       py = head_py.reshape(b * k, n, 2)
       left, right = gaze_models.mpiigaze_two_eyes(params, patches[:, 1], patches[:, 0],
@@ -106,7 +118,8 @@ def _make(name: str, variables, meta) -> Victim:
     return {**arrays, "pitch_yaw": py, "valid": jnp.asarray(g["valid"], jnp.float32)}
 
   def loss(params, frames, t):
-    py = _forward(params, frames, t["homography"], t["head_pitch_yaw"], t["lut"])
+    py = _forward(params, frames, t["homography"], t["head_pitch_yaw"], t["lut"],
+                  refit=equalization == "refit")
     per_face = jnp.mean((py - t["pitch_yaw"]) ** 2, axis=(2, 3))
     return jnp.sum(per_face * t["valid"], axis=1) / jnp.maximum(jnp.sum(t["valid"], axis=1), 1.0)
 
@@ -141,10 +154,10 @@ def _make(name: str, variables, meta) -> Victim:
   return Victim(name, "gaze", variables, config, meta, predict, targets, loss)
 
 
-def load(name: str, weights_dir: str | None = None) -> Victim:
+def load(name: str, weights_dir: str | None = None, equalization: str = "refit") -> Victim:
   variables, meta = checkpoints.load(name, weights_dir)
   cfg = dict(gaze_models.DEFAULT_CONFIGS[name])
   cfg.update(meta.get("config", {}))
   checkpoints.check_tree(gaze_models.expected_variables(name, cfg), variables,
                          what=checkpoints.weights_path(name, weights_dir))
-  return _make(name, variables, meta)
+  return _make(name, variables, meta, equalization)

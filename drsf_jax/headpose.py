@@ -685,7 +685,27 @@ def equalize_with_lut(gray: jax.Array, lut: jax.Array) -> jax.Array:
   return (lo + (x - k) * (hi - lo)) / 255.0
 
 
-def normalize_gray_equalized(frames: jax.Array, homographies: jax.Array, luts: jax.Array,
+def equalization_lut_levels(levels: jax.Array) -> jax.Array:
+  """:func:`equalization_lut` in jnp, per patch: (N, ...) integer grey levels -> (N, 256).
+
+  The same float32 arithmetic as OpenCV (and :func:`equalization_lut`), so the table is
+  bit-identical to ``cv2.equalizeHist``'s for the same uint8 patch. Not differentiable
+  (a histogram); used under ``stop_gradient`` by :func:`normalize_gray_equalized`.
+  """
+  flat = jnp.clip(levels.reshape(levels.shape[0], -1), 0, 255).astype(jnp.int32)
+  total = flat.shape[1]
+  hist = jax.vmap(lambda v: jnp.bincount(v, length=256))(flat).astype(jnp.int32)
+  i0 = jnp.argmax(hist > 0, axis=1)
+  h0 = jnp.take_along_axis(hist, i0[:, None], axis=1)
+  scale = jnp.float32(255.0) / (total - h0).astype(jnp.float32)
+  cdf = (jnp.cumsum(hist, axis=1) - h0).astype(jnp.float32)
+  lut = jnp.clip(jnp.rint(cdf * scale), 0.0, 255.0)
+  lut = jnp.where(jnp.arange(256)[None] < i0[:, None], 0.0, lut)
+  identity = jnp.broadcast_to(jnp.arange(256, dtype=jnp.float32), lut.shape)
+  return jnp.where(h0 == total, identity, lut)
+
+
+def normalize_gray_equalized(frames: jax.Array, homographies: jax.Array, luts: jax.Array | None,
                              size_hw: tuple[int, int] = (36, 60),
                              match_opencv: bool = True) -> jax.Array:
   """MPIIGaze eye patches inside the loss: warp, luma, fixed-table equalisation.
@@ -703,23 +723,38 @@ def normalize_gray_equalized(frames: jax.Array, homographies: jax.Array, luts: j
   is within 0.01 / 255 (mean) of ``cv2.equalizeHist`` on the original frame. With
   ``match_opencv=False`` the smooth path is returned as is (value and gradient).
 
+  With ``luts=None`` the table is re-fitted inside the graph on each call, from the
+  patch being evaluated (:func:`equalization_lut_levels` on its OpenCV grey levels):
+  the value is then exactly what ptgaze computes on these frames, which is what
+  inference measures on the attacked output; the gradient is the smooth path's with
+  that table. A fixed table from the original frame (the default when ``luts`` is
+  given) lets the loss converge while the equalisation inference recomputes on the
+  attacked patch drifts (README, "Fidelity").
+
   Args:
     frames: (B, H, W, 3) RGB in [0, 1].
     homographies: (B, 3, 3) eye homographies.
-    luts: (B, 256) tables from :func:`normalize_eye_host` on the original frames.
+    luts: (B, 256) tables from :func:`normalize_eye_host` on the original frames, or
+      None to re-fit the table on ``frames`` (needs ``match_opencv``).
     size_hw: patch (height, width).
     match_opencv: whether the forward value replicates the uint8 OpenCV pipeline.
 
   Returns:
     (B, h, w) equalised grey patches in [0, 1] (ptgaze's ``ToTensor`` scale).
   """
-  luts = jnp.asarray(luts, jnp.float32)
-  smooth = equalize_with_lut(rgb_to_gray(normalize(frames, homographies, size_hw)), luts)
+  if luts is None and not match_opencv:
+    raise ValueError("re-fitting the equalisation table (luts=None) needs match_opencv")
+  gray = rgb_to_gray(normalize(frames, homographies, size_hw))
+  if match_opencv:
+    levels = jax.lax.stop_gradient(jnp.round(jnp.clip(frames, 0.0, 1.0) * 255.0))
+    gray_levels = _opencv_gray_levels(jnp.round(normalize(levels, homographies, size_hw)))
+    if luts is None:
+      luts = equalization_lut_levels(gray_levels)
+  luts = jax.lax.stop_gradient(jnp.asarray(luts, jnp.float32))
+  smooth = equalize_with_lut(gray, luts)
   if not match_opencv:
     return smooth
-  levels = jax.lax.stop_gradient(jnp.round(jnp.clip(frames, 0.0, 1.0) * 255.0))
-  warped = jnp.round(normalize(levels, homographies, size_hw))
-  exact = _lookup(luts, _opencv_gray_levels(warped)) / 255.0
+  exact = _lookup(luts, gray_levels) / 255.0
   return smooth + jax.lax.stop_gradient(exact - smooth)
 
 

@@ -38,6 +38,23 @@ DEFAULT_THRESHOLDS = {"retinaface": 0.02, "retinaface_r50": 0.02, "mtcnn": 0.1,
                       "fan": 1e-5, "MPIIGaze": 1e-4, "MPIIFaceGaze": 1e-4, "ETH-XGaze": 1e-4}
 
 
+PERTURB_MODES = ("face", "frame")
+
+
+def perturbation_mask(regions: list, shape_hw: tuple[int, int], margin: int = 0) -> np.ndarray:
+  """(B, H, W, 1) float32: 1 inside every face's obfuscated square grown by ``margin`` px.
+
+  ``regions``: per frame, the (N, 4) integer squares of :func:`obfuscation.face_regions`
+  (x1, y1, x2, y2, exclusive ends).
+  """
+  h, w = shape_hw
+  mask = np.zeros((len(regions), h, w, 1), np.float32)
+  for i, r in enumerate(regions):
+    for x1, y1, x2, y2 in np.asarray(r, np.int64).reshape(-1, 4):
+      mask[i, max(0, y1 - margin):min(h, y2 + margin), max(0, x1 - margin):min(w, x2 + margin)] = 1.0
+  return mask
+
+
 @dataclasses.dataclass
 class DeidConfig:
   """Settings of one de-identification run (the CLI flags of ``scripts/deid.py``)."""
@@ -58,8 +75,17 @@ class DeidConfig:
   calibration: str | None = None
   allow_no_face: bool = False
   seed: int = 0
+  # Where the attack may change pixels: 'face' = inside the obfuscated squares (grown by
+  # perturb_margin pixels), every other pixel of the output equals the input exactly;
+  # 'frame' = anywhere (the original's behaviour).
+  perturb: str = "face"
+  perturb_margin: int = 0
 
   def validate(self):
+    if self.perturb not in PERTURB_MODES:
+      raise ValueError(f"unknown perturb mode {self.perturb!r}; choose one of {', '.join(PERTURB_MODES)}")
+    if isinstance(self.perturb_margin, bool) or not isinstance(self.perturb_margin, int) or self.perturb_margin < 0:
+      raise ValueError(f"perturb_margin must be an integer >= 0 (pixels), got {self.perturb_margin!r}")
     if self.detector not in detectors.DETECTORS:
       raise ValueError(f"unknown detector {self.detector!r}; choose one of {', '.join(detectors.DETECTORS)}")
     if self.alignment not in victims_lib.ALIGNMENTS:
@@ -115,10 +141,15 @@ class Deidentifier:
                                       seed=cfg.seed)
     vs = self.victims
 
-    def loss_fn(x, params, targets):
+    def loss_fn(x, params, batch):
+      # batch = (targets per victim, mask, obfuscated frames): the victims see the
+      # obfuscated frames changed only where the mask is 1, so the gradient outside the
+      # face is zero and so is every optimizer's update there.
+      targets, mask, center = batch
+      x = center + mask * (x - center)
       return jnp.stack([v.loss(p, x, t) for v, p, t in zip(vs, params, targets)], axis=1)
 
-    self.loss_fn = loss_fn  # (x, params, targets) -> (B, V): what the attack minimises.
+    self.loss_fn = loss_fn  # (x, params, batch) -> (B, V): what the attack minimises.
 
     # XLA:CPU runs while_loop bodies ~1.6x slower than the same step jitted alone, so on
     # CPU the steps are driven from Python; elsewhere the attack is one while_loop program.
@@ -195,7 +226,12 @@ class Deidentifier:
         v.annotate(v.params, x, ctx, targets[-1])
     regions = [obfuscation.face_regions(d["boxes"], x.shape[1:3], cfg.mask_scale) for d in dets]
     x_obf = obfuscation.obfuscate(x, regions, cfg.deid)
-    return self.shard((jnp.asarray(x_obf), targets))
+    if cfg.perturb == "face":
+      mask = perturbation_mask(regions, x.shape[1:3], cfg.perturb_margin)
+    else:
+      mask = np.ones(x.shape[:3] + (1,), np.float32)
+    x_obf = jnp.asarray(x_obf)
+    return self.shard((x_obf, (targets, jnp.asarray(mask), x_obf)))
 
   def attack_batch(self, frames_u8: np.ndarray, dets: list[dict]) -> tuple[np.ndarray, dict]:
     """Obfuscates and attacks one batch; returns uint8 frames and per-batch statistics.
@@ -203,10 +239,13 @@ class Deidentifier:
     ``frames_u8`` has exactly ``batch_size`` frames (pad before calling); ``dets`` the
     (filled) detections of each.
     """
-    x_in, targets = self.prepare_batch(frames_u8, dets)
+    x_in, batch = self.prepare_batch(frames_u8, dets)
     params = [v.params for v in self.victims]
-    res = jax.device_get(self._run(params, x_in, targets, jnp.asarray(self.thresholds)))
-    out = video.to_uint8(res.frames)
+    res = jax.device_get(self._run(params, x_in, batch, jnp.asarray(self.thresholds)))
+    _, mask, center = jax.device_get(batch)
+    # Outside the mask the result is the obfuscated frame, which there equals the input
+    # frame, so the rounded output is bit-identical to the decoded input.
+    out = video.to_uint8(np.where(mask > 0, res.frames, center))
     return out, {"iterations": np.asarray(res.iterations).tolist(),
                  "losses": np.asarray(res.losses).tolist(),
                  "stage": np.asarray(res.stage).tolist()}

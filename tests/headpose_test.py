@@ -390,3 +390,36 @@ def test_angle_between_deg():
   np.testing.assert_allclose(np.asarray(hp.angle_between_deg(a, b)), [90, 0, 45, 180], atol=1e-4)
   tiny = hp.angle_between_deg(np.array([1.0, 0, 0]), np.array([1.0, 1e-4, 0]))
   np.testing.assert_allclose(float(tiny), np.degrees(1e-4), rtol=1e-3)
+
+
+def test_equalization_lut_levels_is_bit_identical_to_cv2(rng):
+  images = [rng.integers(0, 256, (36, 60), dtype=np.uint8),
+            rng.integers(90, 140, (36, 60), dtype=np.uint8),
+            (rng.integers(0, 8, (36, 60)) * 30).astype(np.uint8),
+            np.full((36, 60), 77, np.uint8)]
+  luts = np.asarray(hp.equalization_lut_levels(jnp.asarray(np.stack(images), jnp.float32)))
+  for img, lut in zip(images, luts):
+    np.testing.assert_array_equal(lut, hp.equalization_lut(img))
+    if img.min() != img.max():
+      np.testing.assert_array_equal(lut[img].astype(np.uint8), cv2.equalizeHist(img))
+
+
+def test_refitted_equalization_is_what_ptgaze_computes_on_the_attacked_frame(faces):
+  """On a perturbed frame (±6/255 noise, as an attack leaves it), the re-fitted path's value
+  is ptgaze's host pipeline on that frame; the original frame's fixed table is not."""
+  _, frame, lm = faces[0]
+  cam = hp.Camera.dummy(frame.shape[1], frame.shape[0])
+  eyes = hp.normalization_geometry(hp.estimate_head_pose(lm, cam), cam, "MPIIGaze")
+  homs = np.stack([eyes["reye"].homography, eyes["leye"].homography])
+  noise = np.random.default_rng(3).integers(-6, 7, frame.shape)
+  attacked = np.clip(frame.astype(np.int32) + noise, 0, 255).astype(np.uint8)
+  x = jnp.asarray(np.stack([attacked, attacked]), jnp.float32) / 255.0
+  host = np.stack([hp.normalize_eye_host(attacked, h)[0] for h in homs]).astype(np.float32) / 255
+  fixed_luts = np.stack([hp.normalize_eye_host(frame, h)[1] for h in homs])
+  refit = np.asarray(hp.normalize_gray_equalized(x, homs, None))
+  fixed = np.asarray(hp.normalize_gray_equalized(x, homs, fixed_luts))
+  err_refit, err_fixed = np.abs(refit - host).mean() * 255, np.abs(fixed - host).mean() * 255
+  print(f"mean |patch - ptgaze| grey levels: refit {err_refit:.3f}, fixed table {err_fixed:.3f}")
+  assert err_refit <= 0.05 and err_fixed > 4 * max(err_refit, 0.05)
+  g = np.asarray(jax.grad(lambda y: jnp.sum(hp.normalize_gray_equalized(y, homs, None) ** 2))(x))
+  assert np.all(np.isfinite(g)) and np.abs(g).sum() > 0

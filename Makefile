@@ -26,8 +26,10 @@ venv: $(VENV)/.installed
 weights: $(VENV)/.installed
 	$(VENV)/bin/python scripts/convert_weights.py --model mtcnn --weights_dir $(WEIGHTS)
 
+# --overwrite: the demo's outputs (outputs/demo/sample_deid.mkv and .json) are its own; a
+# second `make demo` replaces them (the sample clip is reused when it is the sample).
 demo: weights
-	$(VENV)/bin/python scripts/deid.py --weights_dir $(WEIGHTS)
+	$(VENV)/bin/python scripts/deid.py --weights_dir $(WEIGHTS) --overwrite
 
 # torchvision (needed by the upstream reference classes) does not import beside torch 2.13.0,
 # so the test environment pins the torch 2.14.1 / torchvision 0.29.1 pair. The upstream
@@ -51,7 +53,7 @@ test: $(TEST_VENV)/.installed
 BENCH_ARGS ?=
 benchmark: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python scripts/benchmark.py --compare_torch --end_to_end --startup \
-	  --output B.json $(BENCH_ARGS)
+	  --output B.json --overwrite $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TEST_VENV) .pytest_cache

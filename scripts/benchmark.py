@@ -65,7 +65,9 @@ flags.DEFINE_bool("startup", False, "Cold compile and warm start of the default 
                   "(fresh processes, empty then filled persistent cache).")
 flags.DEFINE_integer("threads", None, "PyTorch threads (default: os.cpu_count(); XLA uses every core).")
 flags.DEFINE_string("weights_dir", None, "Where converted weights go (default: a temporary directory).")
-flags.DEFINE_string("output", None, "Write every figure to this JSON file (B.json).")
+flags.DEFINE_string("output", None, "Write every figure to this JSON file (B.json); an existing "
+                    "file is replaced only with --overwrite.")
+cli.define_overwrite_flag()
 flags.DEFINE_bool("startup_probe", False, "Internal: one --startup measurement in this process.")
 cli.define_cache_flag()
 
@@ -386,6 +388,9 @@ def main(argv):
   fan_batches = [int(b) for b in (FLAGS.fan_batch_sizes or FLAGS.batch_sizes).split(",") if b]
   if not sets or not batches or not fan_batches or min(batches + fan_batches) < 1:
     raise cli.UserError("--sets and --batch_sizes need at least one entry each (batch sizes >= 1)")
+  if FLAGS.output:
+    from drsf_jax import outputs
+    outputs.check([("output", FLAGS.output)], overwrite=FLAGS.overwrite)
   from drsf_jax import detectors, victims
   known = set(detectors.DETECTORS) | set(victims.ALIGNMENTS) | set(victims.GAZE_MODELS)
   for s in sets + e2e_sets:

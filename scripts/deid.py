@@ -62,6 +62,12 @@ flags.DEFINE_string("calibration", None, "Camera calibration YAML (ptgaze format
 flags.DEFINE_bool("allow_no_face", False, "Copy a video in which no face is found, instead of failing.")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 flags.DEFINE_integer("seed", 0, "Seed of random starts (pgd).")
+flags.DEFINE_enum("perturb", _D.perturb, list(pipeline.PERTURB_MODES),
+                  "Where the attack may change pixels: 'face' (the obfuscated squares, plus "
+                  "--perturb_margin; every other output pixel equals the input) or 'frame' (anywhere, "
+                  "as the original).")
+flags.DEFINE_integer("perturb_margin", _D.perturb_margin, "Pixels around each obfuscated square the "
+                     "attack may also change (--perturb face).")
 cli.define_cache_flag()
 flags.adopt_module_key_flags(cli)
 
@@ -72,7 +78,8 @@ def main(argv):
       deid=FLAGS.deid, eps=FLAGS.eps, alpha=FLAGS.alpha, lr=FLAGS.lr, max_iter=FLAGS.max_iter,
       batch_size=FLAGS.batch_size, max_faces=FLAGS.max_faces, mask_scale=FLAGS.mask_scale,
       max_frames=FLAGS.max_frames, codec=FLAGS.codec, calibration=FLAGS.calibration,
-      allow_no_face=FLAGS.allow_no_face, seed=FLAGS.seed)
+      allow_no_face=FLAGS.allow_no_face, seed=FLAGS.seed, perturb=FLAGS.perturb,
+      perturb_margin=FLAGS.perturb_margin)
   cfg.validate()
   if FLAGS.input_list is not None:
     return _corpus(cfg)

@@ -109,9 +109,11 @@ def test_evaluate_script_writes_json_csv_png(docs):
   assert open(os.path.join(d, "R.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
   bad = os.path.join(d, "bad.json")
   open(bad, "w").write('{"schema": "drsf-jax/predictions/9"}')
+  out2 = os.path.join(d, "R2.json")  # R.json exists: it would need --overwrite.
   p = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "evaluate.py"), "--reference", bad,
-                      "--prediction", pb, "--output", out], capture_output=True, text=True, timeout=300)
+                      "--prediction", pb, "--output", out2], capture_output=True, text=True, timeout=300)
   assert p.returncode == 1 and "error:" in p.stderr and "predictions/9" in p.stderr
+  assert not os.path.exists(out2)
 
 
 def test_evaluate_privacy_on_two_videos(real_weights, tmp_path):

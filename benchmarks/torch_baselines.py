@@ -97,7 +97,8 @@ class _MPIIGaze:
   def _forward(self, x):
     b, k, n = self.shape
     reps = torch.repeat_interleave(x, k * n, dim=0)
-    patches = tc.eye_patches(reps, self.h, self.lut, EYE_HW, self.match_opencv).reshape(b * k, n, 1, *EYE_HW)
+    luts = None if self.match_opencv else self.lut  # The JAX loss re-fits the table.
+    patches = tc.eye_patches(reps, self.h, luts, EYE_HW, self.match_opencv).reshape(b * k, n, 1, *EYE_HW)
     right, left = tc.mpiigaze_two_eyes(self.model, patches[:, 0], patches[:, 1],
                                        self.head_py[:, 0], self.head_py[:, 1])
     return torch.stack([right, left], dim=1).reshape(b, k, n, 2)

@@ -308,23 +308,43 @@ def equalize_with_lut(gray: torch.Tensor, luts: torch.Tensor) -> torch.Tensor:
   return (lo + (x - k) * (hi - lo)) / 255.0
 
 
-def eye_patches(frames: torch.Tensor, homographies: torch.Tensor, luts: torch.Tensor,
+def equalization_luts(gray_levels: torch.Tensor) -> torch.Tensor:
+  """``cv2.equalizeHist``'s table per patch (N, 256) from (N, h, w) integer grey levels
+  (``drsf_jax.headpose.equalization_lut_levels``; same float32 arithmetic)."""
+  flat = gray_levels.reshape(gray_levels.shape[0], -1).clamp(0, 255).to(torch.int64)
+  total = flat.shape[1]
+  hist = torch.zeros(flat.shape[0], 256, dtype=torch.int64).scatter_add_(1, flat, torch.ones_like(flat))
+  i0 = torch.argmax((hist > 0).to(torch.int64), dim=1)
+  h0 = torch.gather(hist, 1, i0[:, None])
+  scale = torch.tensor(255.0, dtype=torch.float32) / (total - h0).to(torch.float32)
+  cdf = (torch.cumsum(hist, 1) - h0).to(torch.float32)
+  lut = torch.round(cdf * scale).clamp(0.0, 255.0)
+  lut = torch.where(torch.arange(256)[None] < i0[:, None], torch.zeros_like(lut), lut)
+  identity = torch.arange(256, dtype=torch.float32).expand_as(lut)
+  return torch.where(h0 == total, identity, lut)
+
+
+def eye_patches(frames: torch.Tensor, homographies: torch.Tensor, luts: torch.Tensor | None,
                 size_hw=(36, 60), match_opencv: bool = True) -> torch.Tensor:
   """MPIIGaze eye patches (N, h, w) in [0, 1]: ``drsf_jax.headpose.normalize_gray_equalized``.
 
   Gradient of the smooth path (warp, luma, interpolated table); with ``match_opencv`` the
   value of the uint8 OpenCV pipeline (rounded frame, rounded warp, OpenCV's fixed-point
-  luma, table) as a straight-through estimator.
+  luma, table) as a straight-through estimator. ``luts=None`` re-fits the table on these
+  frames (as the JAX victim's loss does).
   """
   warped = warp_perspective(frames, homographies, size_hw)
-  smooth = equalize_with_lut((warped * _LUMA).sum(1), luts)
+  gray_smooth = (warped * _LUMA).sum(1)
   if not match_opencv:
-    return smooth
+    return equalize_with_lut(gray_smooth, luts)
   with torch.no_grad():
     levels = torch.round(frames.clamp(0.0, 1.0) * 255.0)
     w8 = torch.round(warp_perspective_gather(levels, homographies, size_hw))
     gray = torch.floor(((w8 * _LUMA_CV).sum(1) + 16384.0) / 32768.0)
+    if luts is None:
+      luts = equalization_luts(gray)
     exact = _lookup(luts, gray) / 255.0
+  smooth = equalize_with_lut(gray_smooth, luts)
   return smooth + (exact - smooth).detach()
 
 

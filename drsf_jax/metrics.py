@@ -10,6 +10,8 @@ prediction face of highest IoU. Per frame:
 * ``nme``: ``landmark_px`` over the reference's inter-ocular distance (outer eye corners
   36/45 with 68 points, eye centres with 5);
 * ``gaze_angle_deg``: angle between the 3D gaze vectors;
+* ``head_pose_deg``: angle of the relative rotation between the two head poses
+  (``arccos((trace(Ra^T Rb) - 1) / 2)`` of their rotation vectors), in degrees;
 * ``diffscore``: the paper's DiffScore terms ``(1 - IoU) + landmark distance + gaze
   angle``; to add dimensionless quantities we use NME for the landmark term and the angle
   in radians for the gaze term (terms a frame lacks count 0 and are listed as missing).
@@ -37,6 +39,24 @@ def gaze_angle_deg(a, b) -> float:
   return angle
 
 
+def _rotation_matrix(rvec) -> np.ndarray:
+  """Rodrigues: rotation vector (3,) -> (3, 3) matrix."""
+  r = np.asarray(rvec, np.float64).reshape(3)
+  theta = float(np.linalg.norm(r))
+  if theta < 1e-12:
+    return np.eye(3)
+  k = r / theta
+  kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+  return np.eye(3) + math.sin(theta) * kx + (1 - math.cos(theta)) * kx @ kx
+
+
+def head_pose_angle_deg(rvec_a, rvec_b) -> float:
+  """Angle in degrees of the rotation taking head pose ``a`` to ``b`` (rotation vectors)."""
+  ra, rb = _rotation_matrix(rvec_a), _rotation_matrix(rvec_b)
+  c = (np.trace(ra.T @ rb) - 1.0) / 2.0
+  return math.degrees(math.acos(min(1.0, max(-1.0, c))))
+
+
 def _landmarks(ref_face, pred_face):
   if ref_face.get("landmarks68") and pred_face.get("landmarks68"):
     r = np.asarray(ref_face["landmarks68"], np.float64)
@@ -56,7 +76,7 @@ def frame_metrics(ref_faces: list, pred_faces: list) -> dict | None:
     return None
   ref = ref_faces[0]
   out = {"iou": 0.0, "landmark_px": None, "nme": None, "gaze_angle_deg": None,
-         "missing_in_prediction": not pred_faces}
+         "head_pose_deg": None, "missing_in_prediction": not pred_faces}
   if pred_faces:
     ious = geometry.box_iou(np.asarray([ref["box"]]), np.asarray([f["box"] for f in pred_faces]))[0]
     j = int(np.argmax(ious))
@@ -65,6 +85,9 @@ def frame_metrics(ref_faces: list, pred_faces: list) -> dict | None:
     out["landmark_px"], out["nme"] = _landmarks(ref, pred)
     if ref.get("gaze") and pred.get("gaze"):
       out["gaze_angle_deg"] = gaze_angle_deg(ref["gaze"]["vector"], pred["gaze"]["vector"])
+    if ref.get("head_pose") and pred.get("head_pose"):
+      out["head_pose_deg"] = head_pose_angle_deg(ref["head_pose"]["rotation_vector"],
+                                                 pred["head_pose"]["rotation_vector"])
   out["diffscore"] = ((1 - out["iou"]) + (out["nme"] or 0.0)
                       + math.radians(out["gaze_angle_deg"] or 0.0))
   return out
@@ -73,6 +96,11 @@ def frame_metrics(ref_faces: list, pred_faces: list) -> dict | None:
 def _mean(vals):
   vals = [v for v in vals if v is not None]
   return float(np.mean(vals)) if vals else None
+
+
+def _p95(vals):
+  vals = [v for v in vals if v is not None]
+  return float(np.percentile(vals, 95)) if vals else None
 
 
 def compare(reference: dict, prediction: dict) -> dict:
@@ -96,8 +124,8 @@ def compare(reference: dict, prediction: dict) -> dict:
     m = frame_metrics(ref[fid], pred[fid])
     row = {"frame_id": fid, "reference_faces": len(ref[fid]), "prediction_faces": len(pred[fid])}
     if m is None:
-      row.update(iou=None, landmark_px=None, nme=None, gaze_angle_deg=None, diffscore=None,
-                 missing_in_prediction=False)
+      row.update(iou=None, landmark_px=None, nme=None, gaze_angle_deg=None, head_pose_deg=None,
+                 diffscore=None, missing_in_prediction=False)
     else:
       row.update(m)
     per_frame.append(row)
@@ -109,6 +137,8 @@ def compare(reference: dict, prediction: dict) -> dict:
       "landmark_px_mean": _mean(r["landmark_px"] for r in scored),
       "nme_mean": _mean(r["nme"] for r in scored),
       "gaze_angle_deg_mean": _mean(r["gaze_angle_deg"] for r in scored),
+      "gaze_angle_deg_p95": _p95(r["gaze_angle_deg"] for r in scored),
+      "head_pose_deg_mean": _mean(r["head_pose_deg"] for r in scored),
       "diffscore": _mean(r["diffscore"] for r in scored),
       "missing_faces": {
           "in_prediction": sum(1 for r in per_frame if r["missing_in_prediction"]),

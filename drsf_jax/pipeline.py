@@ -80,6 +80,9 @@ class DeidConfig:
   # 'frame' = anywhere (the original's behaviour).
   perturb: str = "face"
   perturb_margin: int = 0
+  # Decode the written output, run the authorized models on it as inference.py does and
+  # put the utility against the original into the report (the number users measure).
+  verify: bool = True
 
   def validate(self):
     if self.perturb not in PERTURB_MODES:
@@ -360,6 +363,9 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
     written = verify_staged(video_tmp, output_path, cfg, n_frames)
     # Privacy guard on the decoded temporary output: every obfuscated face must differ.
     guard_result = guard.check_video(input_path, video_tmp, filled)
+    verification = None
+    if cfg.verify and not no_face:
+      verification = verify_output(input_path, video_tmp, cfg, weights_dir, progress)
 
     wall = time.time() - t_start
     report = {
@@ -381,6 +387,7 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
         "frames_without_face": no_face,
         "faces_per_frame": [int(len(x["boxes"])) for x in dets],
         "privacy_guard": guard_result,
+        "verification": verification,
         "batches": batches,
         "summary": _summary(batches, cfg.victim_names, cfg.max_iter),
         "wall_time_s": wall,
@@ -404,6 +411,51 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
     outputs.discard(report_tmp)
     raise
   return report
+
+
+def verify_output(input_path: str, written: str, cfg: DeidConfig, weights_dir: str | None = None,
+                  progress: bool = False) -> dict:
+  """What a user measures: the authorized models on the written file vs on the input.
+
+  Decodes ``written`` (the temporary output) and the input's first frames, runs the
+  authorized models on both exactly as ``scripts/inference.py`` does (their own
+  detections, head pose and gaze), and compares them with :func:`metrics.compare` (as
+  ``scripts/evaluate.py`` does). Returns the summary (IoU, landmark px, NME, head-pose
+  and gaze error in degrees, DiffScore), the frames where the authorized detector lost
+  the face, and the settings it ran with. A PNG-sequence output is read frame by frame.
+  """
+  from drsf_jax import inference  # pylint: disable=import-outside-toplevel
+  from drsf_jax import metrics  # pylint: disable=import-outside-toplevel
+  t0 = time.time()
+  predictor = inference.Predictor(cfg.detector, cfg.alignment, cfg.gaze, weights_dir,
+                                  cfg.max_faces, cfg.calibration)
+  bar = _progress_bar(progress)
+  with bar(total=None, desc="verify", unit="frame") as pbar:
+    ref = inference.run(input_path, predictor, max_frames=cfg.max_frames, batch_size=cfg.batch_size,
+                        progress=pbar.update)
+    if os.path.isdir(written):
+      got = _run_png_dir(written, predictor, cfg.batch_size, pbar.update, ref["video"]["fps"])
+    else:
+      got = inference.run(written, predictor, batch_size=cfg.batch_size, progress=pbar.update)
+  res = metrics.compare(ref, got)
+  return {"summary": res["summary"],
+          "frames_face_lost": [r["frame_id"] for r in res["per_frame"] if r["missing_in_prediction"]],
+          "models": cfg.victim_names, "wall_time_s": time.time() - t0}
+
+
+def _run_png_dir(path: str, predictor, batch_size: int, progress, fps: float) -> dict:
+  """``inference.run`` for a PNG-sequence directory (frames in file-name order)."""
+  from drsf_jax import records  # pylint: disable=import-outside-toplevel
+  names = sorted(f for f in os.listdir(path) if f.endswith(".png"))
+  frames_out = []
+  for i in range(0, len(names), batch_size):
+    batch = np.stack([video.read_image(os.path.join(path, n)) for n in names[i:i + batch_size]])
+    frames_out.extend(predictor.predict(batch.astype(np.float32) / 255.0, len(frames_out)))
+    progress(len(batch))
+  h, w = batch.shape[1:3]
+  return records.validate({"schema": records.SCHEMA, "video": {"path": path, "width": w, "height": h,
+                                                               "fps": fps, "num_frames": len(frames_out)},
+                           "models": predictor.models, "frames": frames_out}, path)
 
 
 def verify_staged(video_tmp: str, output_path: str, cfg: DeidConfig, n_frames: int) -> dict:

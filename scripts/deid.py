@@ -66,6 +66,9 @@ flags.DEFINE_enum("perturb", _D.perturb, list(pipeline.PERTURB_MODES),
                   "Where the attack may change pixels: 'face' (the obfuscated squares, plus "
                   "--perturb_margin; every other output pixel equals the input) or 'frame' (anywhere, "
                   "as the original).")
+flags.DEFINE_bool("verify", _D.verify, "Decode the written output, run the authorized models on it "
+                  "as inference.py does, and report the utility against the original (--noverify "
+                  "skips it).")
 flags.DEFINE_integer("perturb_margin", _D.perturb_margin, "Pixels around each obfuscated square the "
                      "attack may also change (--perturb face).")
 cli.define_cache_flag()
@@ -79,7 +82,7 @@ def main(argv):
       batch_size=FLAGS.batch_size, max_faces=FLAGS.max_faces, mask_scale=FLAGS.mask_scale,
       max_frames=FLAGS.max_frames, codec=FLAGS.codec, calibration=FLAGS.calibration,
       allow_no_face=FLAGS.allow_no_face, seed=FLAGS.seed, perturb=FLAGS.perturb,
-      perturb_margin=FLAGS.perturb_margin)
+      perturb_margin=FLAGS.perturb_margin, verify=FLAGS.verify)
   cfg.validate()
   if FLAGS.input_list is not None:
     return _corpus(cfg)
@@ -107,6 +110,26 @@ def main(argv):
   if report["frames_reused_detection"]:
     print(f"frames where the detector missed and neighbouring detections were reused: "
           f"{report['frames_reused_detection']}")
+  if report.get("frames_tracked_faces"):
+    print(f"frames where a face lost by the detector was tracked and obfuscated: "
+          f"{report['frames_tracked_faces']}")
+  print_verification(report.get("verification"))
+
+
+def print_verification(v):
+  """One screen: what the authorized models read from the written file vs the original."""
+  if not v:
+    print("verification: skipped (--noverify)")
+    return
+  s = v["summary"]
+  f = lambda k, fmt: "n/a" if s.get(k) is None else fmt.format(s[k])
+  print(f"verified on the written file ({', '.join(v['models'])}, {s['frames_scored']} frames with a face "
+        f"in the original):")
+  print(f"  box IoU {f('iou_mean', '{:.3f}')} | landmarks {f('landmark_px_mean', '{:.2f}')} px "
+        f"(NME {f('nme_mean', '{:.3f}')}) | head pose {f('head_pose_deg_mean', '{:.2f}')} deg | "
+        f"gaze {f('gaze_angle_deg_mean', '{:.2f}')} deg (p95 {f('gaze_angle_deg_p95', '{:.2f}')})")
+  lost = v["frames_face_lost"]
+  print(f"  face lost by the authorized detector in {len(lost)} frame(s)" + (f": {lost[:20]}" + (" ..." if len(lost) > 20 else "") if lost else ""))
 
 
 def _sample_input(path):

@@ -28,8 +28,13 @@ cli.define_model_flags(what="for video inputs: the")
 flags.DEFINE_integer("max_frames", None, "Only the first N frames of video inputs.")
 flags.DEFINE_bool("plot", True, "Write the PNG plot.")
 flags.DEFINE_bool("privacy", False, "Also measure privacy (needs two videos: reference = original, "
-                  "prediction = de-identified) with dlib and the LBP cascade; lower is better.")
-flags.DEFINE_list("gallery", [], "--privacy: videos/images of other identities for rank-1 re-identification.")
+                  "prediction = de-identified) with dlib HOG/CNN/ResNet, the LBP cascade and the "
+                  "project's unauthorized detector, also after an attacker's processing; lower is better.")
+flags.DEFINE_list("gallery", [], "--privacy: other identities for rank-1/mAP/k: folders of NAME/*.jpg, "
+                  "videos or images (one identity each), or skimage:astronaut.")
+flags.DEFINE_list("attacker", None, "--privacy: attacker processings (default: all of "
+                  "privacy.ATTACKER_PROCESSINGS).")
+flags.DEFINE_integer("cnn_frames", 4, "--privacy: dlib's CNN detector runs on this many evenly spaced frames.")
 cli.define_overwrite_flag()
 flags.mark_flags_as_required(["reference", "prediction", "output"])
 cli.define_cache_flag()
@@ -59,18 +64,24 @@ def _privacy(ref_doc):
     if f["faces"]:
       boxes[i] = f["faces"][0]["box"]
   identity = os.path.basename(FLAGS.reference)
-  gallery = {identity: report.identity_gallery(FLAGS.reference, n, 3)}
-  for g in FLAGS.gallery:
-    gallery[os.path.basename(g)] = report.identity_gallery(g, 0, 3)
-  p = privacy.privacy_metrics(originals, deid, boxes, gallery, identity)
-  p.pop("per_frame", None)
+  gallery = report.build_gallery(FLAGS.reference, identity, n, FLAGS.gallery)
+  dets = privacy.independent_detectors(FLAGS.cnn_frames)
+  cfg = report.ReportConfig(detector=FLAGS.detector, alignment=FLAGS.alignment, gaze=FLAGS.gaze)
+  unauth, warnings = report.unauthorized_models(cfg, FLAGS.weights_dir)
+  dets += [report.project_detector(m, FLAGS.weights_dir) for m in unauth if m in report.PROJECT_DETECTORS]
+  procs = privacy.ATTACKER_PROCESSINGS if FLAGS.attacker is None else tuple(FLAGS.attacker)
+  p = privacy.evaluate(originals, deid, boxes, gallery, identity, dets, procs)
+  p.pop("nearest", None)
+  p["warnings"] = gallery.warnings + warnings
+  for w in p["warnings"]:
+    print(f"warning: {w}")
   return p
 
 
 def write_csv(path, rows) -> str:
   """Writes the per-frame rows to a temporary file beside ``path``; returns it."""
   cols = ["frame_id", "reference_faces", "prediction_faces", "iou", "landmark_px", "nme",
-          "gaze_angle_deg", "diffscore", "missing_in_prediction"]
+          "gaze_angle_deg", "head_pose_deg", "diffscore", "missing_in_prediction"]
   tmp = video.atomic_path(path)
   with open(tmp, "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=cols)
@@ -88,8 +99,8 @@ def plot(path, result, title) -> str:
   rows = result["per_frame"]
   ids = [r["frame_id"] for r in rows]
   panels = [("iou", "box IoU (higher is better)"), ("landmark_px", "landmark error (px)"),
-            ("gaze_angle_deg", "gaze angle error (deg)")]
-  fig, axes = plt.subplots(len(panels), 1, figsize=(9, 7), sharex=True)
+            ("gaze_angle_deg", "gaze angle error (deg)"), ("head_pose_deg", "head pose error (deg)")]
+  fig, axes = plt.subplots(len(panels), 1, figsize=(9, 8.5), sharex=True)
   for ax, (key, label) in zip(axes, panels):
     vals = [r[key] if r[key] is not None else float("nan") for r in rows]
     ax.plot(ids, vals, lw=1.2)
@@ -118,7 +129,8 @@ def output_paths():
 
 def main(argv):
   from drsf_jax import outputs
-  inputs = [FLAGS.reference, FLAGS.prediction, *FLAGS.gallery]
+  inputs = [FLAGS.reference, FLAGS.prediction,
+            *(g for g in FLAGS.gallery if g != "skimage:astronaut" and not os.path.isdir(g))]
   for p in inputs:
     outputs.check_input(p)
   outs = output_paths()
@@ -147,7 +159,8 @@ def main(argv):
   outputs.commit(list(zip(staged, [p for _, p in outs])), overwrite=FLAGS.overwrite)
   s = result["summary"]
   print(f"{s['frames']} common frames ({s['frames_scored']} with a reference face)")
-  for k in ("iou_mean", "landmark_px_mean", "nme_mean", "gaze_angle_deg_mean", "diffscore"):
+  for k in ("iou_mean", "landmark_px_mean", "nme_mean", "head_pose_deg_mean", "gaze_angle_deg_mean",
+            "gaze_angle_deg_p95", "diffscore"):
     print(f"  {k:20s} {s[k]:.4f}" if s[k] is not None else f"  {k:20s} n/a")
   print(f"  missing faces: {s['missing_faces']}")
   if s["frame_ids_only_in_reference"] or s["frame_ids_only_in_prediction"]:
@@ -155,10 +168,18 @@ def main(argv):
           f"only in prediction: {len(s['frame_ids_only_in_prediction'])}")
   if FLAGS.privacy:
     p = result["privacy"]
-    print(f"  privacy (lower is better): re-ID same frame {p['reid_rate_same_frame']:.2f}, "
-          f"rank-1 open set {p['rank1_reid_rate_open_set']:.2f}, dlib detects "
-          f"{p['detection_rate']['dlib_hog']['deidentified']:.2f}, embedding distance "
-          f"{p['embedding_distance_mean']:.2f}")
+    f = lambda v: "n/a" if v is None else f"{v:.2f}"
+    rank1 = (f"rank-1 {f(p['rank1_reid_rate'])} over {p['gallery_identities']} identities "
+             f"(chance {f(p['rank1_chance'])}), mAP {f(p['map'])}, median k {f(p['k_median'])}"
+             if p["rank1_null_reason"] is None else f"rank-1 null: {p['rank1_null_reason']}")
+    print(f"  privacy (lower is better): re-ID same frame {f(p['reid_rate_same_frame'])}, {rank1}, "
+          "detects " + ", ".join(f"{d} {f(r['deidentified'])}" for d, r in p["detection_rate"].items())
+          + f", embedding distance {f(p['embedding_distance_mean'])}")
+    wc = p["worst_case"]
+    print(f"  attacker's worst case: re-ID same frame {f(wc['reid_rate_same_frame']['rate'])} "
+          f"({wc['reid_rate_same_frame']['processing']}), detects "
+          + ", ".join(f"{d} {f(r['rate'])} ({r['processing']})" for d, r in wc["detection_rate"].items())
+          + f"; private: {'yes' if p['private'] else 'no'}")
   print(f"wrote {FLAGS.output}, {base}.csv" + (f", {base}.png" if FLAGS.plot else ""))
 
 

@@ -12,6 +12,7 @@ from drsf_jax import geometry
 from drsf_jax import headpose
 from drsf_jax import obfuscation
 from drsf_jax import pipeline
+from drsf_jax import temporal
 from drsf_jax import video
 from drsf_jax import victims
 
@@ -62,6 +63,31 @@ def test_deid_keeps_authorized_predictions_after_decoding(wdir, tmp_path, detect
   assert decoded.shape == originals.shape
   det = victims.load_victim(detector, wdir)
   gz = victims.load_victim(gaze_model, wdir) if gaze_model != "none" else None
+  # The perturbation stays within the budget around the obfuscated frame, everywhere (plus
+  # the final rounding to uint8): the obfuscated frames are rebuilt here from the pipeline's
+  # own pass 1 (same detector, same batches, same temporal fill).
+  dets = []
+  for s in range(0, N_FRAMES, cfg.batch_size):
+    dets.extend(det.predict(det.params, originals[s:s + cfg.batch_size]))
+  filled = temporal.fill(dets).detections
+  regions = [obfuscation.face_regions(f["boxes"], originals.shape[1:3], cfg.mask_scale) for f in filled]
+  x_obf = obfuscation.obfuscate(originals, regions, cfg.deid)
+  budget = np.abs(decoded - x_obf).max()
+  print("max |decoded - obfuscated|", budget * 255, "grey levels")
+  assert budget <= cfg.eps + 0.5 / 255 + 1e-6  # Measured 8.5 grey levels: the bound is reached.
+  # Every face detected on the originals is covered: inside each detector box the output
+  # differs from the original materially (measured: 9.0-10.3 grey levels mean abs.
+  # difference per box at pixelate_30, both detectors; an unobfuscated face shows at most
+  # the attack's own change, whose mean over a box is far below 4).
+  changed = []
+  for i, d in enumerate(dets):
+    assert len(d["boxes"]) >= 1, f"frame {i}: no face detected on the original"
+    for box in np.asarray(d["boxes"]).reshape(-1, 4):
+      x1, y1, x2, y2 = np.clip(np.round(box).astype(int), 0, [originals.shape[2], originals.shape[1]] * 2)
+      diff = np.abs(decoded[i, y1:y2, x1:x2] - originals[i, y1:y2, x1:x2]).mean() * 255
+      changed.append(diff)
+      assert diff >= 4.0, f"frame {i}: face {box} changed by only {diff:.2f} grey levels"
+  print("mean |decoded - original| in each face box (grey levels): min", min(changed), "max", max(changed))
   attacked = _utility(det, gz, originals, decoded)
   plain = _utility(det, gz, originals, _obfuscated_only(det, originals, "pixelate_30"))
   print(detector, gaze_model, "attacked", attacked, "obfuscated only", plain)
@@ -74,8 +100,6 @@ def test_deid_keeps_authorized_predictions_after_decoding(wdir, tmp_path, detect
   fails = plain["iou"] < 0.9 or plain["landmark_px"] > 2.0 or plain.get("gaze_deg", 0) > 2.0
   assert fails and plain["landmark_px"] > 1.5 * attacked["landmark_px"]
 
-  # The perturbation stays within the budget of the obfuscated frame (plus rounding).
-  assert np.abs(decoded - originals).max() > 8 / 255  # The face really was obfuscated.
   with open(os.path.splitext(out)[0] + ".json") as f:
     saved = json.load(f)
   assert saved == json.loads(json.dumps(report))

@@ -38,6 +38,7 @@ def _reid_same_frame(originals, frames, boxes):
   return privacy.privacy_metrics(originals, frames, boxes, gallery, "self")["reid_rate_same_frame"]
 
 
+@pytest.mark.slow
 def test_privacy_after_the_attack_on_real_frames(real_weights, tmp_path):
   """Re-identification (dlib, same frame) after obfuscation alone and after the full
   de-identification (MTCNN authorized, the default detector; adam), on 8 real frames.

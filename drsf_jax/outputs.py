@@ -137,10 +137,14 @@ def check(outputs: Sequence[tuple[str, str]], inputs: Iterable[str | None] = (),
       remove_stale_parts(path)
 
 
-def _part_glob(final: str) -> str:
+def _stale_candidates(final: str) -> list[str]:
+  """Paths named as :func:`temp_path`/:func:`temp_dir` name temporaries of ``final``
+  (``.BASE.`` + mkstemp's 8 random characters + ``.partEXT``), and no other output's."""
   d = os.path.dirname(os.path.abspath(final))
   base, ext = os.path.splitext(os.path.basename(os.path.abspath(final)))
-  return os.path.join(glob.escape(d), f".{glob.escape(base)}.*.part{glob.escape(ext)}")
+  pattern = re.compile(rf"^\.{re.escape(base)}\.[a-z0-9_]{{8}}\.part{re.escape(ext)}$")
+  return [p for p in glob.glob(os.path.join(glob.escape(d), f".{glob.escape(base)}.*.part{glob.escape(ext)}"))
+          if pattern.match(os.path.basename(p))]
 
 
 def remove_stale_parts(final: str) -> list[str]:
@@ -149,7 +153,7 @@ def remove_stale_parts(final: str) -> list[str]:
   A stale PNG-sequence directory is removed only if it holds nothing but numbered frames.
   """
   removed = []
-  for p in glob.glob(_part_glob(final)):
+  for p in _stale_candidates(final):
     if p in _PENDING:
       continue
     try:

@@ -259,13 +259,14 @@ def test_run_cleans_stale_parts_records_written_fps_and_needs_overwrite(work, as
   (recording the 30000 fps the writer stored for a 90000 fps input), and a third run needs
   --overwrite."""
   shutil.copy(assets["dir"] / "clip_90000fps.avi", work / "fast.avi")
-  for stale in (".o.k1l2m3.part.mkv", ".o.n4o5p6.part.json"):
+  for stale in (".o.k1l2m3q7.part.mkv", ".o.n4o5p6_x.part.json"):
     (work / stale).write_bytes(b"partial")
+  (work / ".o.x.abcdefgh.part.mkv").write_bytes(b"another output's temporary: kept")
   before = snapshot(work)
   p = run("deid.py", ["-i", "fast.avi", "-o", "o.mkv", *RUN], work, assets, real_weights)
   assert p.returncode == 0, p.stderr[-3000:]
   after = snapshot(work)
-  stale = {".o.k1l2m3.part.mkv", ".o.n4o5p6.part.json"}
+  stale = {".o.k1l2m3q7.part.mkv", ".o.n4o5p6_x.part.json"}
   assert set(after) == (set(before) - stale) | {"o.mkv", "o.json"}
   assert all(after[k] == v for k, v in before.items() if k not in stale)
   with open(work / "o.json") as f:
@@ -324,3 +325,58 @@ def test_ctrl_c_leaves_nothing(work, assets, real_weights):
   res = subprocess.CompletedProcess(p.args, p.returncode, out, err)
   one_line_error(res, "interrupted, nothing written", rc=130)
   assert snapshot(work) == before
+
+
+# ---- the rule itself, in process (no subprocess, no model) ---------------------------------
+
+def test_hard_links_and_spellings_resolve_to_the_input(tmp_path):
+  from drsf_jax import outputs
+  (tmp_path / "in.mkv").write_bytes(b"input")
+  os.link(tmp_path / "in.mkv", tmp_path / "hard.mkv")
+  for out in ("hard.mkv", "./in.mkv", "sub/../in.mkv"):
+    with pytest.raises(ValueError, match="would overwrite the input"):
+      outputs.check([("output", str(tmp_path / out))], [str(tmp_path / "in.mkv")], overwrite=True)
+  outputs.check([("output", str(tmp_path / "new.mkv"))], [str(tmp_path / "in.mkv")])
+
+
+def test_commit_is_all_or_nothing_and_never_clobbers_without_overwrite(tmp_path):
+  from drsf_jax import outputs
+  a, b = str(tmp_path / "a.json"), str(tmp_path / "b.mkv")
+  outputs.check([("report", a), ("output", b)])
+  ta, tb = outputs.temp_path(a), outputs.temp_path(b)
+  for t in (ta, tb):
+    with open(t, "w") as f:
+      f.write("new")
+  with open(b, "w") as f:  # Appears while the run writes: the user's file.
+    f.write("user's")
+  with pytest.raises(ValueError, match="appeared while this run was writing"):
+    outputs.commit([(ta, a), (tb, b)])
+  assert sorted(os.listdir(tmp_path)) == ["b.mkv"]  # a.json rolled back, temporaries gone.
+  assert open(b).read() == "user's"
+  ta, tb = outputs.temp_path(a), outputs.temp_path(b)
+  outputs.commit([(ta, a), (tb, b)], overwrite=True)
+  assert sorted(os.listdir(tmp_path)) == ["a.json", "b.mkv"]
+
+
+def test_stale_parts_of_this_output_only(tmp_path):
+  from drsf_jax import outputs
+  names = [".o.abcdefgh.part.mkv", ".o.x.abcdefgh.part.mkv", ".o.abc.part.mkv", ".o.abcdefgh.part.json"]
+  for n in names:
+    (tmp_path / n).write_bytes(b"x")
+  (tmp_path / ".seq.zzzzzzzz.part").mkdir()
+  (tmp_path / ".seq.zzzzzzzz.part" / "notes.txt").write_text("not a frame")
+  assert [os.path.basename(p) for p in outputs.remove_stale_parts(str(tmp_path / "o.mkv"))] == [names[0]]
+  assert outputs.remove_stale_parts(str(tmp_path / "seq")) == []  # Holds a non-frame file.
+  assert sorted(os.listdir(tmp_path)) == sorted(names[1:] + [".seq.zzzzzzzz.part"])
+
+
+def test_float_settings_must_be_finite_and_in_range():
+  from drsf_jax import attacks, pipeline
+  for bad in (dict(eps=float("nan")), dict(eps=float("inf")), dict(alpha=float("nan")), dict(alpha=2.0),
+              dict(lr=float("inf")), dict(lr=0.0), dict(mask_scale=float("nan")), dict(mask_scale=0.99),
+              dict(mask_scale=float("inf")), dict(mask_scale=11.0)):
+    with pytest.raises(ValueError):
+      pipeline.DeidConfig(**bad).validate()
+  with pytest.raises(ValueError, match="momentum"):
+    attacks.make_attack("mi-fgsm", momentum=float("nan"))
+  pipeline.DeidConfig(mask_scale=1.0, alpha=1.0, eps=1.0, lr=5.0).validate()

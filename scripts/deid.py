@@ -56,8 +56,9 @@ flags.DEFINE_integer("max_frames", None, "Process only the first N frames.")
 flags.DEFINE_integer("max_faces", _D.max_faces, "Faces per frame whose predictions are preserved "
                      "(largest first); every face is obfuscated regardless.")
 flags.DEFINE_float("mask_scale", _D.mask_scale, "Scale of the obfuscated square around each face.")
-flags.DEFINE_string("codec", _D.codec, "ffv1 (lossless, default), hfyu, png, png-seq, or lossy mjpg/mp4v "
-                    "(the perturbation may not survive a lossy codec).")
+flags.DEFINE_string("codec", _D.codec, "ffv1 (lossless, default), hfyu, png, png-seq (a new or empty "
+                    "folder of PNGs), or lossy mjpg/mp4v (the perturbation may not survive a lossy "
+                    "codec). Containers: .mkv/.avi/.mov for all, .mp4 for all but hfyu.")
 flags.DEFINE_string("calibration", None, "Camera calibration YAML (ptgaze format) for head pose/gaze.")
 flags.DEFINE_bool("allow_no_face", False, "Copy a video in which no face is found, instead of failing.")
 flags.DEFINE_bool("progress", True, "Show progress bars.")

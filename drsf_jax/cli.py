@@ -86,7 +86,7 @@ def run(main: Callable[[list[str]], None]):
     except KeyboardInterrupt:
       outputs.discard_pending()
       logging.flush()
-      done = outputs.COMMITTED
+      done = list(dict.fromkeys(outputs.COMMITTED))  # A summary rewritten per video: once.
       more = f" and {len(done) - 3} more" if len(done) > 3 else ""
       print("error: interrupted, nothing written" if not done else
             "error: interrupted; no partial file left; complete before the interrupt: "

@@ -15,10 +15,12 @@ def test_report_grid_on_real_video(real_weights, tmp_path):
   astro = str(tmp_path / "astronaut.png")
   cv2.imwrite(astro, cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))
   cfg = report.ReportConfig(detector="retinaface", gaze="MPIIGaze", levels=("pixelate_10", "pixelate_30"),
-                            max_frames=4, max_iter=15, batch_size=4, gallery_frames=2)
+                            max_frames=4, max_iter=15, batch_size=4, gallery_frames=2, cnn_frames=2,
+                            processings=("gaussian_sigma2", "temporal_8"))
   out = str(tmp_path / "rep")
+  ids = os.path.dirname(os.path.dirname(shared_file("data", "identities", "obama", "1.jpg")))
   res = report.run(shared_file("data", "talking_head_a.mp4"), out, cfg,
-                   [shared_file("data", "talking_head_b.mp4"), astro], real_weights, progress=lambda s: None)
+                   [ids, shared_file("data", "talking_head_b.mp4"), astro], real_weights, progress=lambda s: None)
   for name in ("report.json", "report.md", "tradeoff.png", "contact_sheet.png"):
     assert os.path.getsize(os.path.join(out, name)) > 100
   assert json.load(open(os.path.join(out, "report.json")))["rows"] == res["rows"]
@@ -28,7 +30,30 @@ def test_report_grid_on_real_video(real_weights, tmp_path):
   assert rows[("pixelate_10", "attacked")]["iou"] > rows[("pixelate_10", "obfuscated")]["iou"] + 0.3
   # ...and coarser pixelation hides more identity than finer pixelation.
   assert rows[("pixelate_10", "obfuscated")]["reid_same_frame"] <= rows[("pixelate_30", "obfuscated")]["reid_same_frame"]
-  assert "lower is better" in open(os.path.join(out, "report.md")).read()
+  md = open(os.path.join(out, "report.md")).read()
+  assert "lower is better" in md
+  # 13 identities; rank-1 beside its chance level; the unauthorized MTCNN measured.
+  assert res["gallery_identities"] == 13 and res["rank1_null_reason"] is None
+  assert [w for w in res["warnings"] if w.startswith("gallery")] == []
+  assert any("not measured: retinaface_r50, fan" in w for w in res["warnings"])  # No weights here.
+  assert res["detectors"] == ["dlib_hog", "dlib_cnn", "skimage_lbp", "mtcnn"]
+  assert res["unauthorized_models"] == ["mtcnn"] and res["sampled_frames"]["dlib_cnn"] == 2
+  assert res["original"]["rank1_reid_rate"] == 1.0 and min(res["original"]["detection"].values()) == 1.0
+  for r in res["rows"]:
+    assert r["rank1_chance"] == pytest.approx(1 / 13)
+    assert set(r["attacker"]) == {"gaussian_sigma2", "temporal_8"}
+    assert r["worst_reid_same_frame"] >= r["reid_same_frame"]
+    assert all(r["worst_detection"][d]["rate"] >= r["detection"][d] for d in res["detectors"])
+    assert r["private"] == (r["worst_reid_same_frame"] <= 0.05
+                            and all(w["rate"] <= 0.10 for w in r["worst_detection"].values()))
+  # The unauthorized detector was not protected: its DiffScore after the attack stays
+  # well above the authorized one.
+  att = rows[("pixelate_10", "attacked")]
+  assert att["unauthorized_diffscore"]["mtcnn"] > att["diffscore"] + 0.3
+  assert res["recommendation"]["level"] in cfg.levels and "Recommended level" in md
+  assert "rank-1 (13 ids; chance)" in md and "temporal_8" in md
+  # The contact sheet gained the identity grid below the three frame rows.
+  assert cv2.imread(os.path.join(out, "contact_sheet.png")).shape[0] > 28 + 3 * 256 + 100
 
 
 def _reid_same_frame(originals, frames, boxes):

@@ -406,7 +406,7 @@ def _plot_tradeoff(path, rows):
 def _label(tile, text, color=(0, 0, 0)):
   import cv2
   strip = np.full((16, tile.shape[1], 3), 255, np.uint8)
-  cv2.putText(strip, text[:20], (2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.33, color, 1)
+  cv2.putText(strip, text[:22], (2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.3, color, 1)
   return np.concatenate([tile, strip], axis=0)
 
 
@@ -433,7 +433,7 @@ def identity_grid(frames, boxes, gal, identity, n_rows=3, n_nearest=3):
     shown = per_id[:n_nearest] + [x for x in per_id[n_nearest:] if x[1] == identity]
     for d, name, crop in shown:
       color = (0, 140, 0) if name == identity else (0, 0, 0)
-      tiles.append(_label(crop, f"{name[:12]} {d:.2f}", color))
+      tiles.append(_label(crop, f"{os.path.splitext(name)[0][:14]} {d:.2f}", color))
     while len(tiles) < n_nearest + 2:
       tiles.append(np.full_like(tiles[0], 255))
     rows.append(np.concatenate(tiles, axis=1))

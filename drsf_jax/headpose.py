@@ -804,9 +804,13 @@ def angle_between_deg(v1: jax.Array, v2: jax.Array) -> jax.Array:
   DiffScore's gaze term use it too). A zero-length or non-finite vector has no direction:
   its angle is NaN, never 0 (``atan2(0, 0)`` would score it as a perfect match).
   """
-  a = jnp.asarray(v1)
-  b = jnp.asarray(v2)
-  cross = jnp.linalg.norm(jnp.cross(a, b), axis=-1)
-  dot = jnp.sum(a * b, axis=-1)
-  defined = (jnp.linalg.norm(a, axis=-1) > 0) & (jnp.linalg.norm(b, axis=-1) > 0)  # False for NaN.
-  return jnp.where(defined, jnp.degrees(jnp.arctan2(cross, dot)), jnp.nan)
+  # NumPy inputs (host-side metrics) are computed in NumPy: XLA may contract a*b - c*d into
+  # an FMA, which makes a x a non-zero (~1e-7 deg) where NumPy gives exactly 0.
+  xp = np if isinstance(v1, np.ndarray) and isinstance(v2, np.ndarray) else jnp
+  a = xp.asarray(v1)
+  b = xp.asarray(v2)
+  cross = xp.linalg.norm(xp.cross(a, b), axis=-1)
+  dot = xp.sum(a * b, axis=-1)
+  with np.errstate(invalid="ignore"):
+    defined = (xp.linalg.norm(a, axis=-1) > 0) & (xp.linalg.norm(b, axis=-1) > 0)  # False for NaN.
+    return xp.where(defined, xp.degrees(xp.arctan2(cross, dot)), xp.nan)

@@ -33,7 +33,7 @@ def gaze_angle_deg(a, b) -> float:
     ValueError: when either vector has zero length or a non-finite component (it has no
       direction, so it cannot be scored; never a 0° "perfect" error).
   """
-  angle = float(headpose.angle_between_deg(np.asarray(a, np.float32), np.asarray(b, np.float32)))
+  angle = float(headpose.angle_between_deg(np.asarray(a, np.float64), np.asarray(b, np.float64)))
   if not math.isfinite(angle):
     raise ValueError(f"gaze vector without a direction (zero length or non-finite): {list(a)} vs {list(b)}")
   return angle

@@ -110,3 +110,33 @@ def test_privacy_after_the_attack_on_real_frames(real_weights, tmp_path):
   assert reid[("pixelate_20", "attacked")] > reid[("pixelate_20", "obfuscated")]
   # ...and pixelate_30 does not hide the driver even without the attack (1.00).
   assert reid[("pixelate_30", "obfuscated")] >= 0.8
+
+
+def test_report_gallery_bad_input_and_recommendation(tmp_path):
+  """The input's own face under another name is a warning; no other identity gives a
+  null rank-1 with its reason; a missing entry is an error; the recommendation is the
+  least destructive private level, else the safest, said so."""
+  pytest.importorskip("dlib")
+  import shutil
+  from drsf_jax import privacy, report
+  src = shared_file("data", "talking_head_a.mp4")
+  alias = str(tmp_path / "driver_42.mp4")
+  shutil.copy(src, alias)
+  gal = report.build_gallery(src, "talking_head_a.mp4", 150, [alias], n_frames=2)
+  assert gal.identities == ["talking_head_a.mp4", "driver_42.mp4"]
+  assert any("'driver_42.mp4' looks like the input's own identity" in w for w in gal.warnings)
+  solo = report.build_gallery(src, "talking_head_a.mp4", 150, [], n_frames=2)
+  assert "1 identity" in privacy.rank1_null_reason(solo.embeddings, "talking_head_a.mp4")
+  with pytest.raises(FileNotFoundError, match="gallery entry .* not found"):
+    report.build_gallery(src, "talking_head_a.mp4", 150, [str(tmp_path / "nobody")], n_frames=1)
+
+  def row(level, diffscore, reid, det, private):
+    return {"level": level, "setting": "attacked", "diffscore": diffscore, "private": private,
+            "worst_reid_same_frame": reid, "worst_reid_processing": "temporal_32",
+            "worst_detection": {"dlib_hog": {"rate": det, "processing": "none"}}}
+  rows = [row("pixelate_10", 0.09, 0.0, 0.0, True), row("pixelate_14", 0.08, 0.05, 0.1, True),
+          row("pixelate_20", 0.07, 0.5, 1.0, False)]
+  assert report.recommend(rows)["level"] == "pixelate_14" and report.recommend(rows)["private"]
+  rows = [row("pixelate_10", 0.09, 0.44, 1.0, False), row("pixelate_20", 0.07, 0.88, 1.0, False)]
+  rec = report.recommend(rows)
+  assert rec["level"] == "pixelate_10" and not rec["private"] and rec["why"].startswith("no level keeps")

@@ -172,8 +172,11 @@ def _deidentifier(names, weights_dir, batch, max_iter=1):
   gaze = next((n for n in rest if n != "fan"), "none")
   if [det] + ([align] if align != "none" else []) + ([gaze] if gaze != "none" else []) != list(names):
     raise ValueError(f"victim set {'+'.join(names)} is not in cascade order detector[+fan][+gaze]")
+  # verify=False: the end-to-end rows time de-identification as the original-like eager
+  # pipeline does it (no re-decode and inference of the written file); the privacy guard,
+  # which is not optional, is included.
   cfg = pipeline.DeidConfig(detector=det, alignment=align, gaze=gaze, batch_size=batch,
-                            max_iter=max_iter)
+                            max_iter=max_iter, verify=False)
   return pipeline.Deidentifier(cfg, weights_dir, thresholds=_all_active_thresholds(names), loop="host")
 
 

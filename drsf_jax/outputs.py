@@ -25,6 +25,7 @@ them as ``error: ...``).
 import errno
 import glob
 import logging
+import math
 import os
 import re
 import shutil
@@ -281,3 +282,24 @@ def commit(pairs: Sequence[tuple[str, str]], overwrite: bool = False,
   finals = [f for f, _ in done]
   COMMITTED.extend(finals)
   return finals
+
+
+def non_finite_path(obj, where: str = "$") -> str | None:
+  """The JSON path of the first NaN/inf float inside ``obj`` (dicts, lists, tuples), or None.
+
+  Reports and prediction files refuse such values (JSON has no NaN); callers raise their
+  own one-line error naming the path.
+  """
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return f"{where} ({obj})"
+  if isinstance(obj, dict):
+    items = ((f"{where}.{k}", v) for k, v in obj.items())
+  elif isinstance(obj, (list, tuple)):
+    items = ((f"{where}[{i}]", v) for i, v in enumerate(obj))
+  else:
+    return None
+  for path, v in items:
+    found = non_finite_path(v, path)
+    if found is not None:
+      return found
+  return None

@@ -57,6 +57,16 @@ class DlibModels(NamedTuple):
   face_rec: Any
 
 
+
+def _frame_pairs(originals, deidentified, boxes):
+  """Validated ``(originals, deidentified, boxes (T, 4) float64)`` of a frame-paired evaluation."""
+  originals = np.asarray(originals)
+  deidentified = np.asarray(deidentified)
+  if originals.shape != deidentified.shape or originals.ndim != 4:
+    raise ValueError(f"originals {originals.shape} and deidentified {deidentified.shape} "
+                     "must both be (T, H, W, 3)")
+  return originals, deidentified, np.asarray(boxes, np.float64).reshape(originals.shape[0], 4)
+
 def _dlib():
   try:
     import dlib  # pylint: disable=g-import-not-at-top
@@ -223,13 +233,8 @@ def privacy_metrics(originals: np.ndarray, deidentified: np.ndarray, boxes: np.n
       ``frames``, ``frames_with_face``, ``threshold``, ``lower_is_better`` (True: for the
       rates; ``embedding_distance_mean`` is the exception) and ``per_frame`` (list of dicts).
   """
-  originals = np.asarray(originals)
-  deidentified = np.asarray(deidentified)
-  if originals.shape != deidentified.shape or originals.ndim != 4:
-    raise ValueError(f"originals {originals.shape} and deidentified {deidentified.shape} "
-                     "must both be (T, H, W, 3)")
+  originals, deidentified, boxes = _frame_pairs(originals, deidentified, boxes)
   t = originals.shape[0]
-  boxes = np.asarray(boxes, np.float64).reshape(t, 4)
   detectors = {"dlib_hog": detect_dlib, "skimage_lbp": detect_lbp}
   per_frame = []
   for i in range(t):
@@ -681,13 +686,8 @@ def evaluate(originals: np.ndarray, deidentified: np.ndarray, boxes: np.ndarray,
     processing, ``private`` (worst same-frame re-ID <= ``PRIVATE_REID`` and every
     detector's worst rate <= ``PRIVATE_DETECTION``), ``sampled_frames`` {detector: n}.
   """
-  originals = np.asarray(originals)
-  deidentified = np.asarray(deidentified)
-  if originals.shape != deidentified.shape or originals.ndim != 4:
-    raise ValueError(f"originals {originals.shape} and deidentified {deidentified.shape} "
-                     "must both be (T, H, W, 3)")
+  originals, deidentified, boxes = _frame_pairs(originals, deidentified, boxes)
   t = originals.shape[0]
-  boxes = np.asarray(boxes, np.float64).reshape(t, 4)
   detectors = list(detectors) if detectors is not None else independent_detectors()
   for p in processings:
     if p not in ATTACKER_PROCESSINGS:

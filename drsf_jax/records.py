@@ -22,6 +22,8 @@ import math
 import os
 from typing import Any
 
+from drsf_jax import outputs
+
 SCHEMA = "drsf-jax/predictions/1"
 SCHEMA_FILE = os.path.join(os.path.dirname(__file__), "schemas", "predictions-1.schema.json")
 LEGACY_PATH = "<legacy>"  # video.path of an imported legacy file (its frame size is unknown).
@@ -40,15 +42,10 @@ def load_schema() -> dict:
     return json.load(f)
 
 
-def _check_finite(obj, path="$"):
-  if isinstance(obj, float) and not math.isfinite(obj):
-    raise RecordError(f"non-finite value at {path}")
-  if isinstance(obj, dict):
-    for k, v in obj.items():
-      _check_finite(v, f"{path}.{k}")
-  elif isinstance(obj, list):
-    for i, v in enumerate(obj):
-      _check_finite(v, f"{path}[{i}]")
+def _check_finite(obj):
+  bad = outputs.non_finite_path(obj)
+  if bad is not None:
+    raise RecordError(f"non-finite value at {bad}")
 
 
 def validate(doc: Any, source: str = "predictions") -> dict:

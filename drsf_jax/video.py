@@ -98,15 +98,10 @@ def dumps_json(obj) -> str:
   return json.dumps(obj, indent=1, allow_nan=False) + "\n"
 
 
-def _check_finite(obj, where="$"):
-  if isinstance(obj, float) and not math.isfinite(obj):
-    raise ValueError(f"refusing to write a non-finite number ({obj}) at {where}")
-  if isinstance(obj, dict):
-    for k, v in obj.items():
-      _check_finite(v, f"{where}.{k}")
-  elif isinstance(obj, (list, tuple)):
-    for i, v in enumerate(obj):
-      _check_finite(v, f"{where}[{i}]")
+def _check_finite(obj):
+  bad = outputs.non_finite_path(obj)
+  if bad is not None:
+    raise ValueError(f"refusing to write a non-finite number at {bad}")
 
 
 def stage_json(path: str, obj) -> str:

@@ -152,8 +152,16 @@ def load_torch_model(name: str, source: str):
   mtcnn returns ``{'pnet': PNet, 'rnet': RNet, 'onet': ONet}``.
   """
   if name == "retinaface":
+    from drsf_jax import checkpoints
+    from weights_conversion import registry
+    # The network the file was trained as: the shared mnet file is Face-Detector-1MB's
+    # (plain ReLU), i.e. batch-face's class with every LeakyReLU slope set to 0.
+    config, _ = registry.resolve_config("retinaface", checkpoints.sha256_file(source))
     ref = batch_face_alignment()
-    net = ref.RetinaFace(cfg=dict(RETINAFACE_TORCH_CFG), phase="test")
+    net = ref.RetinaFace(cfg=dict(RETINAFACE_TORCH_CFG, min_sizes=config["min_sizes"]), phase="test")
+    for m in net.modules():
+      if isinstance(m, torch.nn.LeakyReLU):
+        m.negative_slope = float(config["leaky_slope"])
     net.load_state_dict(_state_dict(source), strict=True)
     return net.eval()
   if name == "fan":

@@ -16,7 +16,9 @@ class Predictor:
   """Detector (+ FAN) (+ gaze model), run batch by batch on NHWC float [0, 1] frames."""
 
   def __init__(self, detector: str = "retinaface", alignment: str = "none", gaze: str = "none",
-               weights_dir: str | None = None, max_faces: int = 1, calibration: str | None = None):
+               weights_dir: str | None = None, max_faces: int = 1, calibration: str | None = None,
+               loaded: dict | None = None):
+    """``loaded``: victims already loaded, by name, reused instead of reading weights again."""
     if detector not in detectors.DETECTORS:
       raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(detectors.DETECTORS)}")
     if alignment not in victims_lib.ALIGNMENTS:
@@ -25,9 +27,11 @@ class Predictor:
       raise ValueError(f"unknown gaze model {gaze!r}; choose one of {', '.join(victims_lib.GAZE_MODELS)}")
     if max_faces < 1:
       raise ValueError(f"max_faces must be >= 1, got {max_faces}")
-    self.det = victims_lib.load_victim(detector, weights_dir)
-    self.fan = victims_lib.load_victim("fan", weights_dir) if alignment == "fan" else None
-    self.gaze = victims_lib.load_victim(gaze, weights_dir) if gaze != "none" else None
+    loaded = loaded or {}
+    load = lambda name: loaded[name] if name in loaded else victims_lib.load_victim(name, weights_dir)
+    self.det = load(detector)
+    self.fan = load("fan") if alignment == "fan" else None
+    self.gaze = load(gaze) if gaze != "none" else None
     self.max_faces = max_faces
     self.calibration = calibration
     self._camera = {}

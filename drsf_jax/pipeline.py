@@ -365,7 +365,8 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
     guard_result = guard.check_video(input_path, video_tmp, filled)
     verification = None
     if cfg.verify and not no_face:
-      verification = verify_output(input_path, video_tmp, cfg, weights_dir, progress)
+      verification = verify_output(input_path, video_tmp, cfg, weights_dir, progress,
+                                   loaded={v.name: v for v in d.victims})
 
     wall = time.time() - t_start
     report = {
@@ -414,7 +415,7 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
 
 
 def verify_output(input_path: str, written: str, cfg: DeidConfig, weights_dir: str | None = None,
-                  progress: bool = False) -> dict:
+                  progress: bool = False, loaded: dict | None = None) -> dict:
   """What a user measures: the authorized models on the written file vs on the input.
 
   Decodes ``written`` (the temporary output) and the input's first frames, runs the
@@ -423,12 +424,13 @@ def verify_output(input_path: str, written: str, cfg: DeidConfig, weights_dir: s
   ``scripts/evaluate.py`` does). Returns the summary (IoU, landmark px, NME, head-pose
   and gaze error in degrees, DiffScore), the frames where the authorized detector lost
   the face, and the settings it ran with. A PNG-sequence output is read frame by frame.
+  ``loaded``: the run's victims by name (the same weights, not read again).
   """
   from drsf_jax import inference  # pylint: disable=import-outside-toplevel
   from drsf_jax import metrics  # pylint: disable=import-outside-toplevel
   t0 = time.time()
   predictor = inference.Predictor(cfg.detector, cfg.alignment, cfg.gaze, weights_dir,
-                                  cfg.max_faces, cfg.calibration)
+                                  cfg.max_faces, cfg.calibration, loaded=loaded)
   bar = _progress_bar(progress)
   with bar(total=None, desc="verify", unit="frame") as pbar:
     ref = inference.run(input_path, predictor, max_frames=cfg.max_frames, batch_size=cfg.batch_size,

@@ -127,9 +127,14 @@ def test_same_result_at_batch_sizes_1_4_16(wdir):
       outs.append(o[:n])
     results.append(np.concatenate(outs).astype(int))
   for r in results[1:]:
-    # Float noise can flip a rounding: at most one grey level, on a tiny fraction of pixels.
+    # Float noise (XLA's convolution blocking and summation order change with the batch)
+    # reaches the gradient; Adam's first step is lr * sign(g), so a pixel whose gradient is
+    # at noise level moves by ~1 grey level one way or the other: such values differ by up
+    # to 2 grey levels (measured 2026-12-02 with the ReLU RetinaFace network: max 2, 0.8%
+    # of values; across device counts the same bound holds, corpus_test).
     diff = np.abs(r - results[0])
-    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    print("batch-size difference: max", diff.max(), "fraction", (diff > 0).mean())
+    assert diff.max() <= 2 and (diff > 0).mean() < 0.02
 
 
 def test_bad_inputs_leave_nothing(wdir, tmp_path):

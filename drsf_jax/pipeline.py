@@ -245,7 +245,8 @@ class Deidentifier:
     x_in, batch = self.prepare_batch(frames_u8, dets)
     params = [v.params for v in self.victims]
     res = jax.device_get(self._run(params, x_in, batch, jnp.asarray(self.thresholds)))
-    _, mask, center = jax.device_get(batch)
+    _, mask, center = batch
+    mask, center = np.asarray(mask), np.asarray(center)  # Not the targets: only these two.
     # Outside the mask the result is the obfuscated frame, which there equals the input
     # frame, so the rounded output is bit-identical to the decoded input.
     out = video.to_uint8(np.where(mask > 0, res.frames, center))

@@ -45,7 +45,6 @@ check does not depend on it.
 Host-side NumPy; frames uint8 RGB (H, W, 3).
 """
 
-import glob
 import os
 import time
 from typing import Any, Iterable, Iterator
@@ -240,28 +239,8 @@ def _dlib_check(kept: dict[int, tuple[np.ndarray, np.ndarray]], dets: list[dict]
 
 def read_frames(path: str, max_frames: int | None = None) -> Iterator[np.ndarray]:
   """uint8 RGB frames of a video file or of a directory of numbered PNGs (``png-seq``)."""
-  import cv2  # pylint: disable=import-outside-toplevel
-  count = 0
-  if os.path.isdir(path):
-    for f in sorted(glob.glob(os.path.join(path, "*.png"))):
-      if max_frames is not None and count >= max_frames:
-        return
-      img = cv2.imread(f, cv2.IMREAD_COLOR)
-      if img is None:
-        raise ValueError(f"{f}: not a readable image")
-      yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-      count += 1
-    return
-  cap = cv2.VideoCapture(path)
-  try:
-    while max_frames is None or count < max_frames:
-      ok, f = cap.read()
-      if not ok:
-        return
-      yield cv2.cvtColor(f, cv2.COLOR_BGR2RGB)
-      count += 1
-  finally:
-    cap.release()
+  from drsf_jax import video  # pylint: disable=import-outside-toplevel
+  yield from video.VideoReader(path, max_frames=max_frames)
 
 
 def check_video(input_path: str, output_path: str, dets: list[dict],

@@ -72,6 +72,10 @@ class DeidConfig:
   mask_scale: float = 1.0
   max_frames: int | None = None
   codec: str = "ffv1"
+  # Quality of the lossy codecs (h264, h265, vp9): their CRF; None = video.DEFAULT_CRF.
+  crf: int | None = None
+  # Copy the input's audio into the output (stream copy where the container allows).
+  audio: bool = True
   calibration: str | None = None
   allow_no_face: bool = False
   seed: int = 0
@@ -270,7 +274,7 @@ def default_report_path(output_path: str) -> str:
 
 
 def check_run(input_path: str, output_path: str, cfg: DeidConfig, report_path: str | None = None,
-              overwrite: bool = False, replaceable=()) -> video.VideoReader:
+              overwrite: bool = False, replaceable=(), preview_path: str | None = None) -> video.VideoReader:
   """Everything about a run that can be checked before loading a model: the settings, the
   input (opened: its frame size), the codec/container pair and the output-safety rule
   (:mod:`drsf_jax.outputs`). Returns the opened reader."""
@@ -279,20 +283,27 @@ def check_run(input_path: str, output_path: str, cfg: DeidConfig, report_path: s
   outputs.check_input(input_path)
   if cfg.calibration:
     outputs.check_input(cfg.calibration, "calibration")
-  outputs.check([("output", output_path), ("report", report_path)],
+  if preview_path and not preview_path.lower().endswith(".mp4"):
+    raise ValueError(f"--preview {preview_path}: the preview is an H.264 .mp4 (plays in any browser); "
+                     "give a path ending in .mp4")
+  outputs.check([("output", output_path), ("report", report_path)]
+                + ([("preview", preview_path)] if preview_path else []),
                 [input_path, cfg.calibration], overwrite=overwrite,
                 dirs=[output_path] if cfg.codec == "png-seq" else (), replaceable=replaceable)
-  video.check_codec(output_path, cfg.codec)
+  video.check_codec(output_path, cfg.codec, crf=cfg.crf)
   reader = video.VideoReader(input_path, max_frames=cfg.max_frames)
-  video.check_codec(output_path, cfg.codec, (reader.width, reader.height))
+  video.check_codec(output_path, cfg.codec, (reader.width, reader.height), cfg.crf)
   return reader
 
 
 def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
                weights_dir: str | None = None, report_path: str | None = None,
                progress: bool = True, deidentifier: Deidentifier | None = None,
-               overwrite: bool = False, replaceable=()) -> dict:
+               overwrite: bool = False, replaceable=(), preview_path: str | None = None) -> dict:
   """De-identifies one video; writes the output and its JSON report together.
+
+  ``preview_path``: also write an H.264 MP4 with original | de-identified | the
+  authorized models' predictions on the de-identified frames, side by side.
 
   Both are written to temporary names beside their final paths, checked
   (:func:`verify_staged`), and only then renamed into place, report first; on any error
@@ -304,7 +315,7 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
   """
   t_start = time.time()
   report_path = report_path or default_report_path(output_path)
-  reader = check_run(input_path, output_path, cfg, report_path, overwrite, replaceable)
+  reader = check_run(input_path, output_path, cfg, report_path, overwrite, replaceable, preview_path)
   d = deidentifier or Deidentifier(cfg, weights_dir)
   bar = _progress_bar(progress)
 
@@ -327,9 +338,11 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
 
   batches = []
   t_attack = 0.0
-  writer = video.VideoWriter(output_path, fps, (width, height), cfg.codec,
-                             overwrite=overwrite or bool(replaceable))
-  report_tmp = None
+  writer = video.VideoWriter(output_path, reader.rate or fps, (width, height), cfg.codec,
+                             overwrite=overwrite or bool(replaceable), crf=cfg.crf,
+                             time_base=reader.time_base, audio_from=input_path if cfg.audio else None,
+                             sample_aspect_ratio=reader.sample_aspect_ratio)
+  report_tmp = preview_tmp = None
   try:
     reader = video.VideoReader(input_path, max_frames=cfg.max_frames)
     buf: list[np.ndarray] = []
@@ -346,8 +359,8 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
           t0 = time.time()
           out, stats = d.attack_batch(frames, bd)
           t_attack += time.time() - t0
-        for f in out[:n]:
-          writer.write(f)
+        for f in out[:n]:  # The input's own timestamps, frame by frame.
+          writer.write(f, reader.pts[writer.count])
         stats = {k: v[:n] for k, v in stats.items()}
         batches.append({"first_frame": start, "frames": n, **stats})
         pbar.update(n)
@@ -364,10 +377,20 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
     written = verify_staged(video_tmp, output_path, cfg, n_frames)
     # Privacy guard on the decoded temporary output: every obfuscated face must differ.
     guard_result = guard.check_video(input_path, video_tmp, filled)
-    verification = None
+    verification = predictions = None
+    loaded = {v.name: v for v in d.victims}
     if cfg.verify and not no_face:
-      verification = verify_output(input_path, video_tmp, cfg, weights_dir, progress,
-                                   loaded={v.name: v for v in d.victims})
+      verification, predictions = verify_output(input_path, video_tmp, cfg, weights_dir, progress,
+                                                loaded=loaded, return_predictions=True)
+    if preview_path:
+      from drsf_jax import visualize  # pylint: disable=import-outside-toplevel
+      if predictions is None:
+        from drsf_jax import inference  # pylint: disable=import-outside-toplevel
+        predictor = inference.Predictor(cfg.detector, cfg.alignment, cfg.gaze, weights_dir,
+                                        cfg.max_faces, cfg.calibration, loaded=loaded)
+        predictions = inference.run(video_tmp, predictor, batch_size=cfg.batch_size)
+      preview_tmp = visualize.write_preview(input_path, video_tmp, predictions, preview_path,
+                                            cfg.calibration, cfg.max_frames, overwrite)
 
     wall = time.time() - t_start
     report = {
@@ -378,7 +401,9 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
         # input_fps: what the input's container declares.
         "video": {"width": width, "height": height,
                   "fps": written["fps"] if written["fps"] is not None else fps, "input_fps": fps,
-                  "num_frames": n_frames},
+                  "num_frames": n_frames, "rotation_applied": reader.rotation,
+                  "input_file": video.describe(input_path), "output_file": written["file"],
+                  "audio": writer.audio},
         "settings": {**dataclasses.asdict(cfg), "victims": cfg.victim_names,
                      "thresholds": dict(zip(cfg.victim_names, d.thresholds.tolist())),
                      "attack_settings": d.attack.settings},
@@ -406,17 +431,21 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
     if not guard_result["passed"]:  # Leaves NAME.UNSAFE.ext + NAME.UNSAFE.json, raises.
       guard.quarantine(video_tmp, report, output_path, report_path, overwrite)
     report_tmp = video.stage_json(report_path, report)  # Raises on NaN/inf anywhere.
-    outputs.commit([(report_tmp, report_path), (video_tmp, os.path.abspath(output_path))],
-                   overwrite=overwrite, replaceable=replaceable)
+    pairs = [(report_tmp, report_path), (video_tmp, os.path.abspath(output_path))]
+    if preview_tmp:
+      pairs.append((preview_tmp, os.path.abspath(preview_path)))
+    outputs.commit(pairs, overwrite=overwrite, replaceable=replaceable)
   except BaseException:
     writer.abort()
     outputs.discard(report_tmp)
+    outputs.discard(preview_tmp)
     raise
   return report
 
 
 def verify_output(input_path: str, written: str, cfg: DeidConfig, weights_dir: str | None = None,
-                  progress: bool = False, loaded: dict | None = None) -> dict:
+                  progress: bool = False, loaded: dict | None = None,
+                  return_predictions: bool = False):
   """What a user measures: the authorized models on the written file vs on the input.
 
   Decodes ``written`` (the temporary output) and the input's first frames, runs the
@@ -424,8 +453,9 @@ def verify_output(input_path: str, written: str, cfg: DeidConfig, weights_dir: s
   detections, head pose and gaze), and compares them with :func:`metrics.compare` (as
   ``scripts/evaluate.py`` does). Returns the summary (IoU, landmark px, NME, head-pose
   and gaze error in degrees, DiffScore), the frames where the authorized detector lost
-  the face, and the settings it ran with. A PNG-sequence output is read frame by frame.
+  the face, and the settings it ran with. A PNG-sequence output is read like a video.
   ``loaded``: the run's victims by name (the same weights, not read again).
+  ``return_predictions``: also return the predictions document on ``written``.
   """
   from drsf_jax import inference  # pylint: disable=import-outside-toplevel
   from drsf_jax import metrics  # pylint: disable=import-outside-toplevel
@@ -436,29 +466,12 @@ def verify_output(input_path: str, written: str, cfg: DeidConfig, weights_dir: s
   with bar(total=None, desc="verify", unit="frame") as pbar:
     ref = inference.run(input_path, predictor, max_frames=cfg.max_frames, batch_size=cfg.batch_size,
                         progress=pbar.update)
-    if os.path.isdir(written):
-      got = _run_png_dir(written, predictor, cfg.batch_size, pbar.update, ref["video"]["fps"])
-    else:
-      got = inference.run(written, predictor, batch_size=cfg.batch_size, progress=pbar.update)
+    got = inference.run(written, predictor, batch_size=cfg.batch_size, progress=pbar.update)
   res = metrics.compare(ref, got)
-  return {"summary": res["summary"],
-          "frames_face_lost": [r["frame_id"] for r in res["per_frame"] if r["missing_in_prediction"]],
-          "models": cfg.victim_names, "wall_time_s": time.time() - t0}
-
-
-def _run_png_dir(path: str, predictor, batch_size: int, progress, fps: float) -> dict:
-  """``inference.run`` for a PNG-sequence directory (frames in file-name order)."""
-  from drsf_jax import records  # pylint: disable=import-outside-toplevel
-  names = sorted(f for f in os.listdir(path) if f.endswith(".png"))
-  frames_out = []
-  for i in range(0, len(names), batch_size):
-    batch = np.stack([video.read_image(os.path.join(path, n)) for n in names[i:i + batch_size]])
-    frames_out.extend(predictor.predict(batch.astype(np.float32) / 255.0, len(frames_out)))
-    progress(len(batch))
-  h, w = batch.shape[1:3]
-  return records.validate({"schema": records.SCHEMA, "video": {"path": path, "width": w, "height": h,
-                                                               "fps": fps, "num_frames": len(frames_out)},
-                           "models": predictor.models, "frames": frames_out}, path)
+  out = {"summary": res["summary"],
+         "frames_face_lost": [r["frame_id"] for r in res["per_frame"] if r["missing_in_prediction"]],
+         "models": cfg.victim_names, "wall_time_s": time.time() - t0}
+  return (out, got) if return_predictions else out
 
 
 def verify_staged(video_tmp: str, output_path: str, cfg: DeidConfig, n_frames: int) -> dict:
@@ -474,7 +487,11 @@ def verify_staged(video_tmp: str, output_path: str, cfg: DeidConfig, n_frames: i
   if frames != n_frames:
     raise ValueError(f"{output_path}: {cfg.codec} was given {n_frames} frames but {frames} "
                      "decode back; nothing written")
-  return {"frames": frames, "fps": fps}
+  info = video.describe(video_tmp)
+  info.pop("size_bytes", None)
+  if cfg.codec in video.LOSSY_CODECS:
+    info["crf"] = video.DEFAULT_CRF if cfg.crf is None else cfg.crf
+  return {"frames": frames, "fps": fps, "file": info}
 
 
 def _summary(batches: list[dict], names: list[str], max_iter: int) -> dict:

@@ -6,6 +6,8 @@ arrow starts between the eyes (the 5-point eye centres) and follows the 3D gaze 
 for 10 cm, projected the same way.
 """
 
+import os
+
 import numpy as np
 
 BOX = (0, 255, 0)
@@ -65,11 +67,69 @@ def draw_video(input_path: str, output_path: str, doc: dict, codec: str = "ffv1"
   cam = headpose.make_camera(calibration, reader.width, reader.height)
   by_id = {f["frame_id"]: f["faces"] for f in doc["frames"]}
   n = 0
-  with video.VideoWriter(output_path, reader.fps, (reader.width, reader.height), codec,
-                         overwrite=overwrite) as w:
+  with video.VideoWriter(output_path, reader.rate or reader.fps, (reader.width, reader.height), codec,
+                         overwrite=overwrite, time_base=reader.time_base) as w:
     for i, frame in enumerate(reader):
-      w.write(draw_faces(frame, by_id.get(i, []), cam))
+      w.write(draw_faces(frame, by_id.get(i, []), cam), reader.pts[i])
       n += 1
       if progress:
         progress(1)
   return n
+
+
+PREVIEW_LABELS = ("original", "de-identified", "authorized predictions")
+
+
+def preview_writer(preview_path: str, width: int, height: int, rate, time_base, overwrite: bool = False):
+  """An H.264 (yuv420p, CRF 23) MP4 writer for a three-panel preview of a ``width`` x
+  ``height`` video; the panel row is padded to even sides (4:2:0)."""
+  from drsf_jax import video
+  ext = os.path.splitext(preview_path)[1].lower()
+  if ext != ".mp4":
+    raise ValueError(f"--preview {preview_path}: the preview is an H.264 .mp4 (plays in any browser); "
+                     "give a path ending in .mp4")
+  pw, ph = 3 * width + (3 * width) % 2, height + height % 2
+  return video.VideoWriter(preview_path, rate, (pw, ph), "h264", overwrite=overwrite, crf=23,
+                           time_base=time_base)
+
+
+def preview_frame(original: np.ndarray, deid: np.ndarray, faces: list[dict], camera=None) -> np.ndarray:
+  """original | de-identified | predictions drawn on the de-identified frame, one row
+  (padded to even sides), each panel captioned."""
+  import cv2
+  h, w = original.shape[:2]
+  panels = [original, deid, draw_faces(deid, faces, camera)]
+  row = np.zeros((h + h % 2, 3 * w + (3 * w) % 2, 3), np.uint8)
+  scale = max(0.35, min(h, w) / 600)
+  t = max(1, round(scale * 2))
+  for k, (p, label) in enumerate(zip(panels, PREVIEW_LABELS)):
+    p = np.ascontiguousarray(p.copy())
+    (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, t)
+    cv2.rectangle(p, (0, 0), (min(w, tw + 8), th + 10), (0, 0, 0), -1)
+    cv2.putText(p, label, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), t)
+    row[:h, k * w:(k + 1) * w] = p
+  return row
+
+
+def write_preview(input_path: str, deid_path: str, doc: dict, preview_path: str,
+                  calibration: str | None = None, max_frames: int | None = None,
+                  overwrite: bool = False) -> str:
+  """Writes the three-panel preview to a temporary file beside ``preview_path`` and returns
+  it (the caller commits it with :func:`drsf_jax.outputs.commit`). ``doc``: the
+  predictions (schema 1) of the authorized models on ``deid_path``; timestamps are the
+  input's."""
+  from drsf_jax import headpose
+  from drsf_jax import video
+  orig = video.VideoReader(input_path, max_frames=max_frames)
+  out = video.VideoReader(deid_path, max_frames=max_frames)
+  cam = headpose.make_camera(calibration, orig.width, orig.height)
+  by_id = {f["frame_id"]: f["faces"] for f in doc["frames"]}
+  w = preview_writer(preview_path, orig.width, orig.height, orig.rate or orig.fps, orig.time_base,
+                     overwrite)
+  try:
+    for i, (a, b) in enumerate(zip(orig, out)):
+      w.write(preview_frame(a, b, by_id.get(i, []), cam), orig.pts[i])
+    return w.finish()
+  except BaseException:
+    w.abort()
+    raise

@@ -56,9 +56,17 @@ flags.DEFINE_integer("max_frames", None, "Process only the first N frames.")
 flags.DEFINE_integer("max_faces", _D.max_faces, "Faces per frame whose predictions are preserved "
                      "(largest first); every face is obfuscated regardless.")
 flags.DEFINE_float("mask_scale", _D.mask_scale, "Scale of the obfuscated square around each face.")
-flags.DEFINE_string("codec", _D.codec, "ffv1 (lossless, default), hfyu, png, png-seq (a new or empty "
-                    "folder of PNGs), or lossy mjpg/mp4v (the perturbation may not survive a lossy "
-                    "codec). Containers: .mkv/.avi/.mov for all, .mp4 for all but hfyu.")
+flags.DEFINE_string("codec", _D.codec, "ffv1 (lossless, default; .mkv/.mp4), h264-lossless (libx264 RGB "
+                    "qp 0; .mkv/.mp4/.mov), lossy h264 / h265 (.mp4/.mkv/.mov) and vp9 (.webm/.mkv/.mp4) "
+                    "at --crf, or png-seq (a new or empty folder of PNGs). The container comes from the "
+                    "output's extension. See README 'Codecs' for how much of the attack each keeps.")
+flags.DEFINE_integer("crf", None, "Quality of h264/h265 (0-51) and vp9 (0-63); lower is better. "
+                     "Default 18.")
+flags.DEFINE_bool("audio", _D.audio, "Copy the input's audio into the output (stream copy where the "
+                  "container takes the codec, else AAC; Opus in .webm); --noaudio drops it.")
+flags.DEFINE_string("preview", None, "Also write this H.264 .mp4: original | de-identified | the "
+                    "authorized models' predictions on the de-identified frames, side by side. It shows "
+                    "the original face: for your own inspection, not for release.")
 flags.DEFINE_string("calibration", None, "Camera calibration YAML (ptgaze format) for head pose/gaze.")
 flags.DEFINE_bool("allow_no_face", False, "Copy a video in which no face is found, instead of failing.")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
@@ -81,7 +89,7 @@ def main(argv):
       detector=FLAGS.detector, alignment=FLAGS.alignment, gaze=FLAGS.gaze, attack=FLAGS.attack,
       deid=FLAGS.deid, eps=FLAGS.eps, alpha=FLAGS.alpha, lr=FLAGS.lr, max_iter=FLAGS.max_iter,
       batch_size=FLAGS.batch_size, max_faces=FLAGS.max_faces, mask_scale=FLAGS.mask_scale,
-      max_frames=FLAGS.max_frames, codec=FLAGS.codec, calibration=FLAGS.calibration,
+      max_frames=FLAGS.max_frames, codec=FLAGS.codec, crf=FLAGS.crf, audio=FLAGS.audio, calibration=FLAGS.calibration,
       allow_no_face=FLAGS.allow_no_face, seed=FLAGS.seed, perturb=FLAGS.perturb,
       perturb_margin=FLAGS.perturb_margin, verify=FLAGS.verify)
   cfg.validate()
@@ -97,15 +105,18 @@ def main(argv):
     print(f"embedded sample (skimage astronaut, moved and rotated): {src}")
   elif out is None:
     out = os.path.splitext(src)[0] + "_deid.mkv"
-  if FLAGS.codec in ("mjpg", "mp4v"):
-    logging.warning("lossy codec %s: the adversarial perturbation may not survive encoding", FLAGS.codec)
+  if FLAGS.codec in ("h264", "h265", "vp9"):
+    logging.warning("lossy codec %s: part of the adversarial perturbation is lost in encoding "
+                    "(README 'Codecs' has the measured utility per codec and CRF)", FLAGS.codec)
   report_path = FLAGS.report or pipeline.default_report_path(out)
   report = pipeline.deidentify(src, out, cfg, FLAGS.weights_dir, report_path, progress=FLAGS.progress,
-                               overwrite=FLAGS.overwrite)
+                               overwrite=FLAGS.overwrite, preview_path=FLAGS.preview)
   s = report["summary"]
   print(f"wrote {report['output']} ({report['video']['num_frames']} frames, "
         f"{report['frames_per_second']:.2f} frames/s)")
   print(f"report {os.path.abspath(report_path)}")
+  if FLAGS.preview:
+    print(f"preview {os.path.abspath(FLAGS.preview)}")
   print(f"victims {', '.join(cfg.victim_names)}; attack {cfg.attack}; deid {cfg.deid}; "
         f"mean iterations {s['iterations_mean']:.1f}, converged {s['frames_converged']}/{report['video']['num_frames']}")
   if report["frames_reused_detection"]:
@@ -159,8 +170,8 @@ def _sample_input(path):
 
 def _corpus(cfg):
   from drsf_jax import corpus  # pylint: disable=import-outside-toplevel
-  if FLAGS.input is not None or FLAGS.output is not None or FLAGS.report is not None:
-    raise cli.UserError("--input_list (corpus mode) excludes --input, --output and --report")
+  if any(v is not None for v in (FLAGS.input, FLAGS.output, FLAGS.report, FLAGS.preview)):
+    raise cli.UserError("--input_list (corpus mode) excludes --input, --output, --report and --preview")
   if FLAGS.output_dir is None:
     raise cli.UserError("--input_list needs --output_dir")
   corpus.check_output_dir(FLAGS.input_list, FLAGS.output_dir)

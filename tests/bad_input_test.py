@@ -39,14 +39,18 @@ def assets(tmp_path_factory):
   and a compilation cache shared by this module's subprocesses."""
   d = tmp_path_factory.mktemp("bad_input_assets")
   frames = read_frames(shared_file("data", "talking_head_a.mp4"), FRAMES)
-  for name in ("clip.mkv", "clip.avi"):
-    with video.VideoWriter(str(d / name), 30.0, (256, 256)) as w:
-      for f in frames:
-        w.write(f)
-  _declare_fps(str(d / "clip.avi"), str(d / "clip_90000fps.avi"), 90000)
-  # A 1x1 video: FFmpeg's ffv1/hfyu/png encoders refuse it, MJPG writes it (an input a
-  # user may have).
+  with video.VideoWriter(str(d / "clip.mkv"), 30.0, (256, 256)) as w:
+    for f in frames:
+      w.write(f)
+  # An FFV1 AVI written by another tool (OpenCV's writer), then patched to declare 90000 fps.
   import cv2
+  wr = cv2.VideoWriter(str(d / "clip.avi"), cv2.VideoWriter_fourcc(*"FFV1"), 30.0, (256, 256))
+  assert wr.isOpened()
+  for f in frames:
+    wr.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+  wr.release()
+  _declare_fps(str(d / "clip.avi"), str(d / "clip_90000fps.avi"), 90000)
+  # A 1x1 video: FFmpeg's ffv1 encoder refuses it, MJPG writes it (an input a user may have).
   wr = cv2.VideoWriter(str(d / "tiny.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (1, 1))
   if wr.isOpened():
     for _ in range(3):
@@ -256,8 +260,8 @@ RUN = ["--max_iter", "1", "--max_frames", "4", "--batch_size", "4", "--progress=
 
 def test_run_cleans_stale_parts_records_written_fps_and_needs_overwrite(work, assets, real_weights):
   """A SIGKILLed run left .o.*.part.* files; the next run removes them, writes o.mkv + o.json
-  (recording the 30000 fps the writer stored for a 90000 fps input), and a third run needs
-  --overwrite."""
+  (recording the rate the file declares for a 90000 fps input: FFmpeg caps it at 30000;
+  the frames' timestamps are Matroska's 1 ms steps), and a third run needs --overwrite."""
   shutil.copy(assets["dir"] / "clip_90000fps.avi", work / "fast.avi")
   for stale in (".o.k1l2m3q7.part.mkv", ".o.n4o5p6_x.part.json"):
     (work / stale).write_bytes(b"partial")
@@ -273,6 +277,8 @@ def test_run_cleans_stale_parts_records_written_fps_and_needs_overwrite(work, as
     rep = json.load(f)
   assert rep["video"]["input_fps"] == 90000.0 and rep["video"]["fps"] == video.probe(str(work / "o.mkv"))[1]
   assert rep["video"]["fps"] == 30000.0 and rep["video"]["num_frames"] == 4
+  r = video.VideoReader(str(work / "o.mkv"))
+  assert len(list(r)) == 4 and r.timestamps == [0.0, 0.001, 0.002, 0.003]
   assert os.stat(work / "o.mkv").st_mode & 0o077 == 0o666 & ~_umask() & 0o077  # Not private.
   before = snapshot(work)
   p = run("deid.py", ["-i", "fast.avi", "-o", "o.mkv", *RUN], work, assets, real_weights)

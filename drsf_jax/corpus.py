@@ -161,7 +161,7 @@ def is_complete(item: Item, cfg: pipeline.DeidConfig) -> str | None:
   if settings != _settings(cfg):
     return "settings changed"
   try:
-    n = len(video.VideoReader(item.output))
+    n = video.count_frames(item.output)
   except (ValueError, FileNotFoundError):
     return "unreadable output"
   if n and n != rep.get("video", {}).get("num_frames"):

@@ -371,6 +371,19 @@ def check_codec(path: str, codec: str, size_wh: tuple[int, int] | None = None,
                        "use --codec ffv1 or h264-lossless, which write any size")
 
 
+def count_frames(path: str) -> int:
+  """Frames in a video file without decoding them (its video packets), or PNGs in a folder."""
+  if os.path.isdir(path):
+    return len([f for f in os.listdir(path) if f.lower().endswith(".png")])
+  c = _open_av(path)
+  try:
+    if not c.streams.video:
+      raise ValueError(f"{path}: has no video stream")
+    return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+  finally:
+    c.close()
+
+
 def probe(path: str) -> tuple[int, float | None]:
   """``(decodable frames, fps)`` of a written video file or PNG-sequence directory."""
   if os.path.isdir(path):

@@ -16,12 +16,14 @@ from drsf_jax import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Input video or image.", short_name="i")
-flags.DEFINE_string("output", None, "Output video (.mkv/.avi) or image (.png/.jpg).", short_name="o")
+flags.DEFINE_string("output", None, "Output video (.mkv/.mp4/.mov/.webm, by --codec) or image "
+                    "(.png/.jpg).", short_name="o")
 flags.DEFINE_string("predictions", None, "Draw these saved predictions instead of running models.")
 cli.define_model_flags(what="")
 flags.DEFINE_integer("max_frames", None, "Only the first N frames (when running models).")
-flags.DEFINE_string("codec", "ffv1", "Video codec: ffv1, hfyu, png (lossless), png-seq (a new or "
-                    "empty folder of PNGs) or mjpg/mp4v (lossy). OpenCV's wheel has no H.264 encoder.")
+flags.DEFINE_string("codec", "ffv1", "Video codec: ffv1, h264-lossless (lossless), h264, h265, vp9 "
+                    "(lossy, CRF 18; h264 in .mp4 plays in any browser) or png-seq (a new or empty "
+                    "folder of PNGs).")
 flags.DEFINE_string("calibration", None, "Camera calibration YAML (ptgaze format).")
 cli.define_overwrite_flag()
 flags.mark_flags_as_required(["input", "output"])

@@ -89,6 +89,15 @@ def test_loss_gradient_is_finite_nonzero_and_traced_once(wdir, frames, context, 
     t = v.targets(v.params, frames, ctx)
     at_original = jnp.sum(jax.jit(v.loss)(v.params, jnp.asarray(frames), t))
     val = jnp.sum(jax.jit(v.loss)(v.params, x_obf, t))
+  if name == "mtcnn":
+    # Likewise, ONet on crops drawn around the original's reads a box and landmarks a
+    # pixel or so off even on the original; on the original's crops alone it is exact.
+    from drsf_jax import detectors
+    v = victims._mtcnn_victim("mtcnn", detectors.load_detector("mtcnn", wdir), onet_samples=0,
+                              rnet_samples=0)
+    t = v.targets(v.params, frames, ctx)
+    at_original = jnp.sum(jax.jit(v.loss)(v.params, jnp.asarray(frames), t))
+    val = jnp.sum(jax.jit(v.loss)(v.params, x_obf, t))
   assert float(at_original) < 1e-6 * max(float(val), 1e-12) + 1e-9
 
 

@@ -35,6 +35,7 @@ from typing import Any, Callable, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 DEFAULT_EPS = 8 / 255
@@ -277,8 +278,12 @@ class _Loop(NamedTuple):
   finish: Callable[[tuple], LoopResult]
 
 
-def _loop_parts(loss_fn, attack: Attack, max_iter: int, thresholds) -> _Loop:
-  """The pieces shared by :func:`optimize` (while_loop) and :func:`optimize_host`."""
+def _loop_parts(loss_fn, attack: Attack, max_iter: int, thresholds, cascade: bool = True) -> _Loop:
+  """The pieces shared by :func:`optimize` (while_loop) and :func:`optimize_host`.
+
+  ``cascade=False``: every victim's loss is descended from the first step (a frame still
+  stops when all are under their thresholds).
+  """
 
   def losses_of(x):
     l = loss_fn(x)
@@ -294,6 +299,8 @@ def _loop_parts(loss_fn, attack: Attack, max_iter: int, thresholds) -> _Loop:
     if stage is None:
       stage = cascade_stage(jax.lax.stop_gradient(losses), thr)
     w = (jnp.arange(losses.shape[1])[None, :] <= stage[:, None]).astype(jnp.float32)
+    if not cascade:
+      w = jnp.ones_like(w)
     return jnp.sum(losses * w), (losses, stage)
 
   grad_fn = jax.grad(objective, has_aux=True)
@@ -361,28 +368,42 @@ def optimize(loss_fn: Callable[[jax.Array], jax.Array], x_obf: jax.Array, attack
   return parts.finish(jax.lax.while_loop(parts.cond, parts.body, parts.init(x_obf)))
 
 
-def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: int):
+def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: int,
+                   host_delta: Callable[..., np.ndarray] | None = None, cascade: bool = True):
   """Jitted pieces for :func:`optimize_host`, reusable across batches of one shape.
 
   ``loss_fn(frames, *args)`` takes the batch's data (e.g. params and targets) as extra
   arguments so that the compiled steps are reused from batch to batch. Returns
   ``run(x_obf, thresholds, *args) -> LoopResult``.
+
+  ``host_delta(frames_np, *args) -> np.ndarray``: a host computation (e.g. a real video
+  codec) evaluated on the current frames before every step; its result is passed to
+  ``loss_fn`` as one more trailing argument (zeros for the compiled shapes' first trace).
+  Done between steps on the host rather than as a callback inside the step, so the
+  compiled step never waits on Python (a ``pure_callback`` there deadlocked XLA:CPU on one
+  core). ``cascade=False``: see :func:`_loop_parts`.
   """
 
   def parts(thresholds, args):
-    return _loop_parts(lambda x: loss_fn(x, *args), attack, max_iter, thresholds)
+    return _loop_parts(lambda x: loss_fn(x, *args), attack, max_iter, thresholds, cascade)
 
   init = jax.jit(lambda x, thr, args: parts(thr, args).init(x))
   body = jax.jit(lambda c, args: parts(c[-1], args).body(c), donate_argnums=(0,))
   finish = jax.jit(lambda c, args: parts(c[-1], args).finish(c))
 
+  def with_delta(c, args):
+    if host_delta is None:
+      return args
+    x = np.asarray(jax.device_get(c[1]))
+    return args + (jnp.asarray(host_delta(x, *args), x.dtype),)
+
   def run(x_obf, thresholds, *args):
-    c = init(x_obf, thresholds, args)
+    c = init(x_obf, thresholds, args + ((jnp.zeros_like(x_obf),) if host_delta else ()))
     for _ in range(max_iter):
       if not bool(jnp.any(c[3] < c[-1].shape[0])):
         break
-      c = body(c, args)
-    return finish(c, args)
+      c = body(c, with_delta(c, args))
+    return finish(c, with_delta(c, args))
 
   # The jitted pieces, for benchmarks that time one step: ``c = run.init(x, thr, args)``,
   # then ``c = run.body(c, args)`` (donates ``c``), ``run.finish(c, args)``.

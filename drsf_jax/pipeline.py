@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from drsf_jax import attacks
+from drsf_jax import crop
 from drsf_jax import detectors
 from drsf_jax import guard
 from drsf_jax import obfuscation
@@ -76,6 +77,13 @@ class DeidConfig:
   crf: int | None = None
   # Copy the input's audio into the output (stream copy where the container allows).
   audio: bool = True
+  # With a lossy codec (h264, h265, vp9): the victims see every attack step through the
+  # real encoder (in memory, same settings as the output) and its gradient is taken as
+  # the identity (straight-through), so the loss is what survives the codec.
+  codec_aware: bool = True
+  # With --perturb face: the victims run on a window around the faces of each batch
+  # (drsf_jax/crop.py) instead of the whole frame, when every victim allows it.
+  crop_local: bool = True
   calibration: str | None = None
   allow_no_face: bool = False
   seed: int = 0
@@ -148,21 +156,48 @@ class Deidentifier:
                                       seed=cfg.seed)
     vs = self.victims
 
-    def loss_fn(x, params, batch):
+    codec_aware = cfg.codec_aware and cfg.codec in video.LOSSY_CODECS
+    self.codec_aware = codec_aware
+
+    def seen(x, batch):
+      _, mask, center = batch
+      return center + mask * (x - center)
+
+    def codec_delta(x, params, batch):
+      """On the host, between steps: what the run's codec does to the frames the victims
+      see (rounded to uint8, encoded and decoded in memory with the output's settings)."""
+      del params
+      _, mask, center = batch
+      mask, center = np.asarray(jax.device_get(mask)), np.asarray(jax.device_get(center))
+      a = center + mask * (x - center)
+      y = video.roundtrip(video.to_uint8(a), cfg.codec, cfg.crf).astype(np.float32) / 255.0
+      return y - a
+
+    def loss_fn(x, params, batch, delta=None):
       # batch = (targets per victim, mask, obfuscated frames): the victims see the
       # obfuscated frames changed only where the mask is 1, so the gradient outside the
-      # face is zero and so is every optimizer's update there.
-      targets, mask, center = batch
-      x = center + mask * (x - center)
-      return jnp.stack([v.loss(p, x, t) for v, p, t in zip(vs, params, targets)], axis=1)
+      # face is zero and so is every optimizer's update there. ``delta`` (codec-aware
+      # runs): the codec's change to these frames, added with an identity gradient
+      # (straight-through), so the losses are those of the decoded output.
+      x = seen(x, batch)
+      if delta is not None:
+        x = x + jax.lax.stop_gradient(delta)
+      return jnp.stack([v.loss(p, x, t) for v, p, t in zip(vs, params, batch[0])], axis=1)
 
     self.loss_fn = loss_fn  # (x, params, batch) -> (B, V): what the attack minimises.
 
     # XLA:CPU runs while_loop bodies ~1.6x slower than the same step jitted alone, so on
     # CPU the steps are driven from Python; elsewhere the attack is one while_loop program.
-    self.loop = loop or ("host" if jax.default_backend() == "cpu" else "while")
+    # A codec-aware attack encodes on the host between steps: host loop on every backend.
+    self.loop = loop or ("host" if jax.default_backend() == "cpu" or codec_aware else "while")
+    if codec_aware and self.loop != "host":
+      raise ValueError("a codec-aware attack runs the host loop (the codec runs between steps)")
     if self.loop == "host":
-      host = attacks.make_host_loop(loss_fn, self.attack, cfg.max_iter)
+      # Through a codec the detector's loss stays above its lossless threshold, so the
+      # cascade would never reach landmarks and gaze: all victims are descended at once.
+      host = attacks.make_host_loop(loss_fn, self.attack, cfg.max_iter,
+                                    host_delta=codec_delta if codec_aware else None,
+                                    cascade=not codec_aware)
       self._run = lambda params, x, targets, thr: host(x, thr, params, targets)
     elif self.loop == "while":
       self._run = jax.jit(lambda params, x, targets, thr: attacks.optimize(
@@ -220,33 +255,55 @@ class Deidentifier:
     return dets
 
   # ---- pass 2 -------------------------------------------------------------------------
-  def prepare_batch(self, frames_u8: np.ndarray, dets: list[dict]):
-    """Every victim's targets on the original frames and the obfuscated frames (sharded)."""
+  def crop_window(self, dets: list[dict], frame_hw: tuple[int, int]):
+    """The batch's :class:`crop.Window`, or None for a full-frame attack."""
+    cfg = self.cfg
+    if not (cfg.crop_local and cfg.perturb == "face") or any(v.name not in crop.SUPPORTED
+                                                             for v in self.victims):
+      return None
+    regions = [obfuscation.face_regions(d["boxes"], frame_hw, cfg.mask_scale) for d in dets]
+    return crop.window(regions, [d["boxes"] for d in dets], frame_hw, perturb_margin=cfg.perturb_margin)
+
+  def prepare_batch(self, frames_u8: np.ndarray, dets: list[dict], win=None):
+    """Every victim's targets on the original frames and the obfuscated frames (sharded).
+
+    ``win``: a :class:`crop.Window`: the victims' targets, the obfuscated frames and the
+    mask are those of the window (obfuscation is computed on the whole frame first, so its
+    cells are the frame's), the faces and camera in the window's coordinates.
+    """
     cfg = self.cfg
     x = frames_u8.astype(np.float32) / 255.0
-    ctx = victims_lib.context_from_detections(dets, cfg.max_faces)
-    ctx.camera = self.camera
-    targets = []
-    for v in self.victims:  # Cascade order: detector, landmarks, gaze.
-      targets.append(v.targets(v.params, x, ctx))
-      if v.annotate is not None:
-        v.annotate(v.params, x, ctx, targets[-1])
     regions = [obfuscation.face_regions(d["boxes"], x.shape[1:3], cfg.mask_scale) for d in dets]
     x_obf = obfuscation.obfuscate(x, regions, cfg.deid)
     if cfg.perturb == "face":
       mask = perturbation_mask(regions, x.shape[1:3], cfg.perturb_margin)
     else:
       mask = np.ones(x.shape[:3] + (1,), np.float32)
-    x_obf = jnp.asarray(x_obf)
-    return self.shard((x_obf, (targets, jnp.asarray(mask), x_obf)))
+    ctx = victims_lib.context_from_detections(dets, cfg.max_faces)
+    ctx.camera = self.camera
+    if win is not None:
+      if ctx.camera is None:  # The full frame's dummy camera, seen through the window.
+        from drsf_jax import headpose  # pylint: disable=import-outside-toplevel
+        ctx.camera = headpose.Camera.dummy(x.shape[2], x.shape[1])
+      ctx = crop.shift_context(ctx, win)
+      x, x_obf, mask = win.crop(x), win.crop(x_obf), win.crop(mask)
+    targets = []
+    for v in self.victims:  # Cascade order: detector, landmarks, gaze.
+      targets.append(v.targets(v.params, x, ctx))
+      if v.annotate is not None:
+        v.annotate(v.params, x, ctx, targets[-1])
+    x_obf = jnp.asarray(np.ascontiguousarray(x_obf))
+    return self.shard((x_obf, (targets, jnp.asarray(np.ascontiguousarray(mask)), x_obf)))
 
   def attack_batch(self, frames_u8: np.ndarray, dets: list[dict]) -> tuple[np.ndarray, dict]:
     """Obfuscates and attacks one batch; returns uint8 frames and per-batch statistics.
 
     ``frames_u8`` has exactly ``batch_size`` frames (pad before calling); ``dets`` the
-    (filled) detections of each.
+    (filled) detections of each. With a crop window the attack runs on it and the result
+    is pasted into the obfuscated frames (outside the window nothing may change anyway).
     """
-    x_in, batch = self.prepare_batch(frames_u8, dets)
+    win = self.crop_window(dets, frames_u8.shape[1:3])
+    x_in, batch = self.prepare_batch(frames_u8, dets, win)
     params = [v.params for v in self.victims]
     res = jax.device_get(self._run(params, x_in, batch, jnp.asarray(self.thresholds)))
     _, mask, center = batch
@@ -254,9 +311,12 @@ class Deidentifier:
     # Outside the mask the result is the obfuscated frame, which there equals the input
     # frame, so the rounded output is bit-identical to the decoded input.
     out = video.to_uint8(np.where(mask > 0, res.frames, center))
+    if win is not None:
+      out = win.paste(frames_u8, out)
     return out, {"iterations": np.asarray(res.iterations).tolist(),
                  "losses": np.asarray(res.losses).tolist(),
-                 "stage": np.asarray(res.stage).tolist()}
+                 "stage": np.asarray(res.stage).tolist(),
+                 "window": None if win is None else [win.x0, win.y0, win.w, win.h]}
 
 
 def _pad_batch(frames: list[np.ndarray], dets: list[dict], size: int):
@@ -361,7 +421,7 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
           t_attack += time.time() - t0
         for f in out[:n]:  # The input's own timestamps, frame by frame.
           writer.write(f, reader.pts[writer.count])
-        stats = {k: v[:n] for k, v in stats.items()}
+        stats = {k: (v if k == "window" else v[:n]) for k, v in stats.items()}
         batches.append({"first_frame": start, "frames": n, **stats})
         pbar.update(n)
       for frame in reader:

@@ -627,6 +627,45 @@ class VideoWriter:
     return False
 
 
+def roundtrip(frames_u8: np.ndarray, codec: str, crf: int | None = None) -> np.ndarray:
+  """``frames_u8`` (N, H, W, 3) encoded with ``codec`` at ``crf`` as :class:`VideoWriter`
+  encodes them (same encoder, pixel format and options), in memory, and decoded back.
+
+  What the codec-aware attack optimises through (the frames form one short clip: its first
+  is an intra frame). Lossless codecs return the input unchanged.
+  """
+  import io  # pylint: disable=import-outside-toplevel
+  import av  # pylint: disable=import-outside-toplevel
+  frames_u8 = np.asarray(frames_u8)
+  if codec in LOSSLESS_CODECS:
+    return frames_u8.copy()
+  encoder, pix_fmt = ENCODERS[codec]
+  options = {"crf": str(DEFAULT_CRF if crf is None else int(crf))}
+  if codec == "h265":
+    options["x265-params"] = "log-level=error"
+  if codec == "vp9":
+    options.update({"b": "0", "row-mt": "1"})
+  buf = io.BytesIO()
+  h, w = frames_u8.shape[1:3]
+  with av.open(buf, "w", format="matroska") as c:
+    s = c.add_stream(encoder, rate=30, options=options)
+    s.width, s.height, s.pix_fmt = w, h, pix_fmt
+    s.codec_context.colorspace, s.codec_context.color_range = 6, 1
+    for i, f in enumerate(frames_u8):
+      vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+      vf.pts = i
+      for pkt in s.encode(vf):
+        c.mux(pkt)
+    for pkt in s.encode():
+      c.mux(pkt)
+  buf.seek(0)
+  with av.open(buf, "r") as c:
+    out = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+  if len(out) != len(frames_u8):
+    raise RuntimeError(f"{codec} round trip gave {len(out)} frames for {len(frames_u8)}")
+  return np.stack(out)
+
+
 def to_uint8(frames: np.ndarray) -> np.ndarray:
   """Float [0, 1] -> uint8 by rounding (the original truncated, losing up to 1 grey level)."""
   return np.clip(np.rint(np.asarray(frames, np.float32) * 255.0), 0, 255).astype(np.uint8)

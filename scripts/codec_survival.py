@@ -29,6 +29,8 @@ flags.DEFINE_string("output", "outputs/codec_survival.json", "JSON results (.md 
 flags.DEFINE_list("sets", ["retinaface+MPIIGaze", "mtcnn"], "Victim sets: detector[+fan][+gaze model].")
 flags.DEFINE_list("codecs", ["ffv1", "h264-lossless", "h264:0", "h264:10", "h264:18", "h264:23",
                              "h265:18", "vp9:18"], "codec[:crf] written and decoded back.")
+flags.DEFINE_list("codec_aware", ["h264:18"], "codec[:crf] for which the attack is also run "
+                  "codec-aware (deid's default with a lossy codec) and its written file measured.")
 flags.DEFINE_integer("max_frames", 32, "Frames from the start of the input.")
 flags.DEFINE_integer("max_iter", None, "Attack steps (default: deid's default).")
 flags.DEFINE_string("deid", "pixelate_10", "Obfuscation.", short_name="m")
@@ -71,11 +73,11 @@ def _ext(codec: str) -> str:
   return {"vp9": ".webm", "ffv1": ".mkv"}.get(codec, ".mp4")
 
 
-def measure(input_path, model_set, codecs, tmp, cfg_kw, weights_dir, log):
+def measure(input_path, model_set, codecs, aware, tmp, cfg_kw, weights_dir, log):
   """Rows of utility per codec for one victim set (one attack, many encodings)."""
   import dataclasses  # pylint: disable=import-outside-toplevel
   from drsf_jax import inference, metrics, pipeline, video  # pylint: disable=import-outside-toplevel
-  cfg = pipeline.DeidConfig(**model_set, **cfg_kw, verify=False, codec="ffv1")
+  cfg = pipeline.DeidConfig(**model_set, **cfg_kw, verify=False, codec="ffv1", audio=False)
   d = pipeline.Deidentifier(cfg, weights_dir)
   predictor = inference.Predictor(cfg.detector, cfg.alignment, cfg.gaze, weights_dir, cfg.max_faces,
                                   loaded={v.name: v for v in d.victims})
@@ -118,7 +120,15 @@ def measure(input_path, model_set, codecs, tmp, cfg_kw, weights_dir, log):
       for i, f in enumerate(frames):
         w.write(f, src.pts[i])
     shown_crf = crf if crf is not None or codec not in video.LOSSY_CODECS else video.DEFAULT_CRF
-    score(f"{codec}" + (f" crf {shown_crf}" if shown_crf is not None else ""), path, codec, shown_crf, rep)
+    score(f"{codec}" + (f" crf {shown_crf}" if shown_crf is not None else "") + ", plain attack",
+          path, codec, shown_crf, rep)
+  for codec, crf in aware:  # The attack through the codec: what deid writes with --codec.
+    c2 = dataclasses.replace(cfg, codec=codec, crf=crf, codec_aware=True)
+    path = os.path.join(tmp, f"aware_{codec}_{crf}{_ext(codec)}")
+    rep2 = pipeline.deidentify(input_path, path, c2, weights_dir, os.path.join(tmp, "aware.json"),
+                               progress=False, overwrite=True)
+    shown_crf = video.DEFAULT_CRF if crf is None else crf
+    score(f"{codec} crf {shown_crf}, codec-aware attack", path, codec, shown_crf, rep2)
   return rows
 
 
@@ -176,6 +186,11 @@ def main(argv):
                 [input_path], FLAGS.overwrite)
   sets = [parse_set(s) for s in FLAGS.sets]
   codecs = [parse_codec(c) for c in FLAGS.codecs]
+  aware = [parse_codec(c) for c in FLAGS.codec_aware]
+  from drsf_jax import video  # pylint: disable=import-outside-toplevel
+  for c, _ in aware:
+    if c not in video.LOSSY_CODECS:
+      raise cli.UserError(f"--codec_aware {c}: only the lossy codecs ({', '.join(video.LOSSY_CODECS)})")
   cfg_kw = {"deid": FLAGS.deid, "max_frames": FLAGS.max_frames}
   if FLAGS.max_iter is not None:
     cfg_kw["max_iter"] = FLAGS.max_iter
@@ -185,7 +200,7 @@ def main(argv):
   with tempfile.TemporaryDirectory(prefix="codec_survival.") as tmp:
     for s in sets:
       name = "+".join(v for v in s.values() if v != "none")
-      rows = measure(input_path, s, codecs, tmp, cfg_kw, FLAGS.weights_dir, logging.info)
+      rows = measure(input_path, s, codecs, aware, tmp, cfg_kw, FLAGS.weights_dir, logging.info)
       doc["rows"].extend({"victims": name, **r} for r in rows)
   doc["wall_time_s"] = time.time() - t0
   print(write_outputs(doc, FLAGS.output), end="")

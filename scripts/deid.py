@@ -62,6 +62,13 @@ flags.DEFINE_string("codec", _D.codec, "ffv1 (lossless, default; .mkv/.mp4), h26
                     "output's extension. See README 'Codecs' for how much of the attack each keeps.")
 flags.DEFINE_integer("crf", None, "Quality of h264/h265 (0-51) and vp9 (0-63); lower is better. "
                      "Default 18.")
+flags.DEFINE_bool("codec_aware", _D.codec_aware, "With a lossy --codec, run every attack step "
+                  "through the real encoder and decoder (in memory, same settings), so the attack keeps "
+                  "what survives the codec (README 'Codecs and the perturbation').")
+flags.DEFINE_bool("crop_local", _D.crop_local, "With --perturb face, run the victims on a window "
+                  "around each batch's faces instead of the whole frame (same result within the "
+                  "tolerance of tests/crop_test.py; cost grows with the face, not the frame). MTCNN "
+                  "always attacks whole frames.")
 flags.DEFINE_bool("audio", _D.audio, "Copy the input's audio into the output (stream copy where the "
                   "container takes the codec, else AAC; Opus in .webm); --noaudio drops it.")
 flags.DEFINE_string("preview", None, "Also write this H.264 .mp4: original | de-identified | the "
@@ -89,7 +96,8 @@ def main(argv):
       detector=FLAGS.detector, alignment=FLAGS.alignment, gaze=FLAGS.gaze, attack=FLAGS.attack,
       deid=FLAGS.deid, eps=FLAGS.eps, alpha=FLAGS.alpha, lr=FLAGS.lr, max_iter=FLAGS.max_iter,
       batch_size=FLAGS.batch_size, max_faces=FLAGS.max_faces, mask_scale=FLAGS.mask_scale,
-      max_frames=FLAGS.max_frames, codec=FLAGS.codec, crf=FLAGS.crf, audio=FLAGS.audio, calibration=FLAGS.calibration,
+      max_frames=FLAGS.max_frames, codec=FLAGS.codec, crf=FLAGS.crf, audio=FLAGS.audio,
+      codec_aware=FLAGS.codec_aware, crop_local=FLAGS.crop_local, calibration=FLAGS.calibration,
       allow_no_face=FLAGS.allow_no_face, seed=FLAGS.seed, perturb=FLAGS.perturb,
       perturb_margin=FLAGS.perturb_margin, verify=FLAGS.verify)
   cfg.validate()

@@ -152,7 +152,15 @@ class _MTCNN:
     s = self._stages(x255)
     side = lambda bx: (bx[..., 2] - bx[..., 0] + 1)[..., None]
     o_px = (s["o_reg"] - t["o_reg"]) * side(t["onet_boxes"]) / MTCNN_PIXEL_SCALE
-    r_px = (s["r_reg"] - t["r_reg"]) * side(t["rnet_boxes"]) / MTCNN_PIXEL_SCALE
+    # RNet: its calibrated, squared box must be the original's ONet crop (in pixels).
+    rb = t["rnet_boxes"]
+    rw, rh = rb[..., 2] - rb[..., 0] + 1, rb[..., 3] - rb[..., 1] + 1
+    cal = rb + s["r_reg"] * torch.stack([rw, rh, rw, rh], -1)
+    cw, ch = cal[..., 2] - cal[..., 0], cal[..., 3] - cal[..., 1]
+    side_l = torch.maximum(cw, ch)
+    x1, y1 = cal[..., 0] + cw * 0.5 - side_l * 0.5, cal[..., 1] + ch * 0.5 - side_l * 0.5
+    squared = torch.stack([x1, y1, x1 + side_l, y1 + side_l], -1)
+    r_px = (squared - t["onet_boxes"]) / MTCNN_PIXEL_SCALE
     l_px = (s["o_lms"] - t["o_lms"]) / MTCNN_PIXEL_SCALE
     per_face = (tc.kl_binary(t["o_score"], s["o_score"]) + tc.kl_binary(t["r_score"], s["r_score"])
                 + (o_px ** 2).mean(-1) + (r_px ** 2).mean(-1) + (l_px ** 2).mean((-2, -1)))

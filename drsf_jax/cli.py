@@ -1,6 +1,7 @@
 """Shared plumbing for the absl-flag scripts: errors, logging, compilation cache."""
 
 import os
+import signal
 import sys
 from typing import Callable
 
@@ -76,7 +77,13 @@ def run(main: Callable[[list[str]], None]):
   """``app.run(main)``: rejects stray arguments, enables the compilation cache, and turns
   known errors into one line on stderr and exit code 1."""
 
+  def on_sigint(signum, frame):
+    del signum, frame
+    outputs.INTERRUPTED = True
+    raise KeyboardInterrupt
+
   def wrapped(argv):
+    signal.signal(signal.SIGINT, on_sigint)
     try:
       if len(argv) > 1:
         raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -91,7 +98,13 @@ def run(main: Callable[[list[str]], None]):
       print("error: interrupted, nothing written" if not done else
             "error: interrupted; no partial file left; complete before the interrupt: "
             f"{', '.join(done[:3])}{more}", file=sys.stderr)
-      sys.exit(130)
+      # Exit without the interpreter's teardown: an interrupted run may leave FFmpeg
+      # encoders, decoders and XLA computations in flight, whose finalisers crashed the
+      # process at exit (SIGSEGV after the message) in tests/bad_input_test.py. Temporary
+      # files are already removed.
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(130)  # pylint: disable=protected-access
     except _user_error_types() as e:
       outputs.discard_pending()
       logging.flush()

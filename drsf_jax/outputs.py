@@ -36,6 +36,18 @@ from typing import Iterable, Sequence
 _PENDING: set[str] = set()
 # Final paths this process has committed (cli.run names them if the run is interrupted).
 COMMITTED: list[str] = []
+# Set by the scripts' SIGINT handler (cli.run). Python runs a signal handler at the next
+# bytecode, which may be inside a garbage-collector callback (JAX registers one), where
+# the KeyboardInterrupt is printed as "Exception ignored" and dropped; measured: a Ctrl-C
+# during the attack then let deid finish and write. The flag survives that: commit() and
+# the pipeline's batch loop raise it again.
+INTERRUPTED = False
+
+
+def raise_if_interrupted() -> None:
+  """Raises KeyboardInterrupt if a Ctrl-C arrived (even one whose exception was lost)."""
+  if INTERRUPTED:
+    raise KeyboardInterrupt
 _SEQ_FRAME = re.compile(r"^\d{6}\.png$")
 
 
@@ -267,6 +279,7 @@ def commit(pairs: Sequence[tuple[str, str]], overwrite: bool = False,
   replaceable = {real(p) for p in replaceable}
   done: list[tuple[str, bool]] = []
   try:
+    raise_if_interrupted()  # Never put an output in place after a Ctrl-C.
     for tmp, final in pairs:
       existed = _move(tmp, final, overwrite or real(final) in replaceable)
       _PENDING.discard(tmp)

@@ -410,6 +410,7 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
     with bar(total=n_frames, desc="deid", unit="frame") as pbar:
       def flush(buf, start):
         nonlocal t_attack
+        outputs.raise_if_interrupted()
         if not buf:
           return
         frames, bd, n = _pad_batch(buf, filled[start:start + len(buf)], cfg.batch_size)

@@ -78,8 +78,14 @@ def run(main: Callable[[list[str]], None]):
   known errors into one line on stderr and exit code 1."""
 
   def on_sigint(signum, frame):
-    del signum, frame
+    del signum
     outputs.INTERRUPTED = True
+    # Inside a garbage-collector callback (JAX registers one) an exception would only be
+    # printed as "Exception ignored" and dropped: leave it to the flag, which the batch
+    # loop and commit() raise at the next safe point.
+    import gc  # pylint: disable=import-outside-toplevel
+    if frame is not None and frame.f_code in {getattr(cb, "__code__", None) for cb in gc.callbacks}:
+      return
     raise KeyboardInterrupt
 
   def wrapped(argv):

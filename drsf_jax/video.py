@@ -384,6 +384,21 @@ def count_frames(path: str) -> int:
     c.close()
 
 
+def encoder_options(codec: str, crf: int | None = None) -> dict:
+  """The FFmpeg encoder options of ``codec`` (shared by the writer and :func:`roundtrip`,
+  so the codec-aware attack encodes exactly as the output is encoded)."""
+  if codec == "h264-lossless":
+    return {"qp": "0", "preset": "medium"}
+  if codec not in LOSSY_CODECS:
+    return {}
+  options = {"crf": str(DEFAULT_CRF if crf is None else int(crf))}
+  if codec == "h265":
+    options["x265-params"] = "log-level=error"
+  if codec == "vp9":
+    options.update({"b": "0", "row-mt": "1"})
+  return options
+
+
 def probe(path: str) -> tuple[int, float | None]:
   """``(decodable frames, fps)`` of a written video file or PNG-sequence directory."""
   if os.path.isdir(path):
@@ -456,15 +471,7 @@ class VideoWriter:
     self._out_tb = fractions.Fraction(1, 1000) if ext in (".mkv", ".webm") else self.time_base
     self._last_out = None
     encoder, pix_fmt = ENCODERS[codec]
-    options = {}
-    if codec == "h264-lossless":
-      options = {"qp": "0", "preset": "medium"}
-    elif codec in ("h264", "h265", "vp9"):
-      options = {"crf": str(DEFAULT_CRF if crf is None else int(crf))}
-      if codec == "h265":
-        options["x265-params"] = "log-level=error"
-      if codec == "vp9":
-        options.update({"b": "0", "row-mt": "1"})
+    options = encoder_options(codec, crf)
     self.crf = int(options["crf"]) if "crf" in options else None
     try:
       container_options = {"movflags": "+faststart"} if self.path.lower().endswith((".mp4", ".mov")) else {}
@@ -640,11 +647,7 @@ def roundtrip(frames_u8: np.ndarray, codec: str, crf: int | None = None) -> np.n
   if codec in LOSSLESS_CODECS:
     return frames_u8.copy()
   encoder, pix_fmt = ENCODERS[codec]
-  options = {"crf": str(DEFAULT_CRF if crf is None else int(crf))}
-  if codec == "h265":
-    options["x265-params"] = "log-level=error"
-  if codec == "vp9":
-    options.update({"b": "0", "row-mt": "1"})
+  options = encoder_options(codec, crf)
   buf = io.BytesIO()
   h, w = frames_u8.shape[1:3]
   with av.open(buf, "w", format="matroska") as c:

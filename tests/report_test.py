@@ -57,10 +57,12 @@ def test_report_grid_on_real_video(real_weights, tmp_path):
 
 
 def _reid_same_frame(originals, frames, boxes):
-  """dlib same-frame re-identification rate (distance < 0.6 to the original's embedding)."""
+  """dlib same-frame re-identification: (rate of distance < 0.6 to the original's
+  embedding, mean distance)."""
   from drsf_jax import privacy
   gallery = {"self": [], "other": []}  # Not used by the same-frame rate.
-  return privacy.privacy_metrics(originals, frames, boxes, gallery, "self")["reid_rate_same_frame"]
+  m = privacy.privacy_metrics(originals, frames, boxes, gallery, "self")
+  return m["reid_rate_same_frame"], m["embedding_distance_mean"]
 
 
 @pytest.mark.slow
@@ -70,10 +72,14 @@ def test_privacy_after_the_attack_on_real_frames(real_weights, tmp_path):
 
   README's table ("Choosing the obfuscation level") was measured with RetinaFace +
   MPIIGaze on 16 frames and 100 steps, too slow for the suite; this is a shortened run
-  (8 frames, 40 steps) whose figures were measured: pixelate_10 obfuscated 0.00 /
-  attacked 0.125 (1 of 8 frames; README's RetinaFace figure is 0.00); pixelate_20
-  obfuscated 0.00 / attacked 0.50; pixelate_30 obfuscated 1.00. The bounds leave one
-  frame of margin where a frame could flip.
+  (8 frames, 40 steps). The attacked pixelate_10 faces lie at dlib distances 0.55-0.70
+  from their originals, straddling dlib's same-person threshold 0.6, so the count of
+  frames under it is not stable to one frame between machines (measured 1, 2 and 3 of 8
+  in four runs, 3 on the CI machine: XLA's CPU partitioning changes the last bits and a
+  face at 0.596 flips): the bounds are on the mean distance (measured 0.621-0.639; 0.621
+  on both cores unpinned, as CI runs) and on the rate with one frame of margin over the
+  worst run. pixelate_20 attacked: 0.50-0.875, mean distance 0.557; pixelate_30
+  obfuscated 1.00 (mean 0.489).
   """
   pytest.importorskip("dlib")
   import numpy as np
@@ -102,14 +108,21 @@ def test_privacy_after_the_attack_on_real_frames(real_weights, tmp_path):
     pipeline.deidentify(src, out, cfg, real_weights, progress=False)
     attacked = np.stack(list(video.VideoReader(out)))
     reid[(level, "attacked")] = _reid_same_frame(originals, attacked, boxes)
-  print("re-identified, same frame:", reid)
-  # The default level stays mostly private after the attack (measured 0.125)...
-  assert reid[("pixelate_10", "attacked")] <= 0.25
+  print("re-identified, same frame (rate, mean distance):", reid)
+  rate = {k: v[0] for k, v in reid.items()}
+  dist = {k: v[1] for k, v in reid.items()}
+  # The default level stays mostly private after the attack: on average the faces stay
+  # beyond dlib's same-person distance (a regression that restores identity moves the
+  # mean under it) and at most half the frames are under it...
+  assert dist[("pixelate_10", "attacked")] > 0.6
+  assert rate[("pixelate_10", "attacked")] <= 0.5
   # ...pixelate_20 is re-identified more after the attack than before (0.50 vs 0.00): the
-  # perturbation that restores the detector's view restores what dlib uses too...
-  assert reid[("pixelate_20", "attacked")] > reid[("pixelate_20", "obfuscated")]
+  # perturbation that restores the detector's view restores what dlib uses too, and it
+  # ends nearer its original than the default level does...
+  assert rate[("pixelate_20", "attacked")] > rate[("pixelate_20", "obfuscated")]
+  assert dist[("pixelate_20", "attacked")] < dist[("pixelate_10", "attacked")]
   # ...and pixelate_30 does not hide the driver even without the attack (1.00).
-  assert reid[("pixelate_30", "obfuscated")] >= 0.8
+  assert rate[("pixelate_30", "obfuscated")] >= 0.8
 
 
 def test_report_gallery_bad_input_and_recommendation(tmp_path):

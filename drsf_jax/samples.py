@@ -40,3 +40,27 @@ def write_astronaut_clip(path: str, num_frames: int = 60, size: int = 256, fps: 
     for f in frames:
       w.write(f)
   return path
+
+
+def cabin_frames(frames: np.ndarray, width: int, height: int, x: int, y: int) -> np.ndarray:
+  """Places real frames inside a larger "cabin" frame, as in-cabin footage frames a driver.
+
+  Each frame of ``frames`` (T, h, w, 3) uint8 is pasted unscaled at column ``x``, row ``y``
+  of a ``width`` x ``height`` frame (the face keeps its size in pixels); the rest is that
+  frame's own Gaussian-blurred (sigma 9), darkened (x0.7) copy stretched to the full size,
+  so the background moves with the video and holds no second sharp face. Used by the
+  frame-size and memory benchmarks and the crop-local tests. Returns (T, height, width, 3).
+  """
+  import cv2
+  frames = np.asarray(frames)
+  if frames.ndim != 4 or frames.dtype != np.uint8:
+    raise ValueError(f"cabin_frames: frames must be (T, h, w, 3) uint8, got {frames.shape} {frames.dtype}")
+  h, w = frames.shape[1:3]
+  if not (0 <= x and x + w <= width and 0 <= y and y + h <= height):
+    raise ValueError(f"cabin_frames: a {w}x{h} frame at ({x}, {y}) does not fit in {width}x{height}")
+  out = np.empty((frames.shape[0], height, width, 3), np.uint8)
+  for i, f in enumerate(frames):
+    bg = (cv2.resize(cv2.GaussianBlur(f, (0, 0), 9), (width, height)) * 0.7).astype(np.uint8)
+    bg[y:y + h, x:x + w] = f
+    out[i] = bg
+  return out

@@ -58,12 +58,8 @@ def make_frames(kind: str, n: int):
   if kind == "960-upscaled":
     return np.stack([cv2.resize(f, (960, 960), interpolation=cv2.INTER_CUBIC) for f in frames])
   if kind == "960-cabin":
-    out = []
-    for f in frames:
-      bg = (cv2.resize(cv2.GaussianBlur(f, (0, 0), 9), (960, 960)) * 0.7).astype(np.uint8)
-      bg[420:676, 560:816] = f
-      out.append(bg)
-    return np.stack(out)
+    from drsf_jax import samples
+    return samples.cabin_frames(np.stack(frames), 960, 960, 560, 420)
   raise cli.UserError(f"--inputs: unknown input {kind!r}")
 
 

@@ -18,13 +18,8 @@ BOX_TOL, LM_TOL, SCORE_TOL, GAZE_TOL_DEG = 0.5, 0.25, 1e-3, 0.05
 
 
 def cabin(frames):
-  import cv2
-  out = []
-  for f in frames:
-    bg = (cv2.resize(cv2.GaussianBlur(f, (0, 0), 9), (W, H)) * 0.7).astype(np.uint8)
-    bg[OY:OY + f.shape[0], OX:OX + f.shape[1]] = f
-    out.append(bg)
-  return np.stack(out)
+  from drsf_jax import samples
+  return samples.cabin_frames(frames, W, H, OX, OY)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from drsf_jax import checkpoints
 from drsf_jax import headpose
 from drsf_jax.models import gaze as gaze_models
-from drsf_jax.victims import FaceContext, Victim
+from drsf_jax.victim_interface import FaceContext, Victim
 
 _EYE_HW = headpose.PRESETS["MPIIGaze"].size_hw
 

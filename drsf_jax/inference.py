@@ -10,6 +10,7 @@ from drsf_jax import headpose
 from drsf_jax import records
 from drsf_jax import video
 from drsf_jax import victims as victims_lib
+from drsf_jax.frames import as_unit_frames
 
 
 class Predictor:
@@ -51,8 +52,9 @@ class Predictor:
     return self._camera[key]
 
   def predict(self, frames: np.ndarray, first_id: int = 0) -> list[dict]:
-    """Per-frame schema-1 ``{"frame_id", "faces"}`` for (B, H, W, 3) float frames."""
-    frames = np.asarray(frames, np.float32)
+    """Per-frame schema-1 ``{"frame_id", "faces"}`` for (B, H, W, 3) frames, uint8 or
+    float in [0, 1] (anything else: ValueError)."""
+    frames = as_unit_frames(frames)
     dets = self.det.predict(self.det.params, frames)
     ctx = victims_lib.context_from_detections(dets, self.max_faces)
     ctx.camera = self.camera(frames.shape[2], frames.shape[1])

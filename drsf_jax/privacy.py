@@ -44,6 +44,8 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from drsf_jax.frames import as_uint8_frames
+
 _INSTALL_HINT = "privacy metrics need dlib and its models: pip install dlib-bin face_recognition_models"
 IOU_THRESHOLD = 0.3
 DETECTORS = ("dlib_hog", "skimage_lbp")
@@ -60,8 +62,8 @@ class DlibModels(NamedTuple):
 
 def _frame_pairs(originals, deidentified, boxes):
   """Validated ``(originals, deidentified, boxes (T, 4) float64)`` of a frame-paired evaluation."""
-  originals = np.asarray(originals)
-  deidentified = np.asarray(deidentified)
+  originals = as_uint8_frames(originals, "originals")
+  deidentified = as_uint8_frames(deidentified, "deidentified")
   if originals.shape != deidentified.shape or originals.ndim != 4:
     raise ValueError(f"originals {originals.shape} and deidentified {deidentified.shape} "
                      "must both be (T, H, W, 3)")

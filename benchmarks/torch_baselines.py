@@ -269,9 +269,3 @@ def _to_numpy(tree):
 def to_nchw(frames_np: np.ndarray) -> torch.Tensor:
   """(B, H, W, 3) NumPy -> (B, 3, H, W) float32 torch (the layout :meth:`TorchVictimSet.losses` takes)."""
   return _nchw(frames_np)
-
-
-def run_original_like(*args, **kwargs) -> dict:
-  """Baseline B; see :func:`benchmarks.original_like.run_original_like`."""
-  from benchmarks import original_like  # pylint: disable=import-outside-toplevel
-  return original_like.run_original_like(*args, **kwargs)

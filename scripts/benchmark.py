@@ -314,12 +314,12 @@ def end_to_end(names, clip, out_dir, weights_dir, sources, iters, batch, threads
   out["jax"] = {"wall_s": rep["wall_time_s"], "frames_per_second": rep["frames_per_second"],
                 "iterations_mean": rep["summary"]["iterations_mean"]}
   if compare_torch:
-    from benchmarks import torch_baselines
+    from benchmarks import original_like
     from drsf_jax import attacks
-    t = torch_baselines.run_original_like(clip, os.path.join(out_dir, "torch.mkv"), list(names), sources,
-                                          max_frames=frames, batch_size=batch, iters=iters,
-                                          deid=cfg.deid, threads=threads, eps=cfg.eps,
-                                          lr=attacks.DEFAULT_LR["adam"])
+    t = original_like.run_original_like(clip, os.path.join(out_dir, "torch.mkv"), list(names), sources,
+                                        max_frames=frames, batch_size=batch, iters=iters,
+                                        deid=cfg.deid, threads=threads, eps=cfg.eps,
+                                        lr=attacks.DEFAULT_LR["adam"])
     out["torch_original_like"] = t
     out["speedup_vs_torch"] = rep["frames_per_second"] / t["frames_per_second"]
   return out

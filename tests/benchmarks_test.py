@@ -193,12 +193,12 @@ def test_step_stays_in_ball(setup, names):
 
 def test_original_like_writes_video(setup, tmp_path):
   import cv2
-  from benchmarks import torch_baselines
+  from benchmarks import original_like
   names = ("retinaface", "fan", "MPIIGaze")
   models = _torch_models(names, tuple(sorted(setup["sources"].items())))
   out = str(tmp_path / "deid.mkv")
-  res = torch_baselines.run_original_like(setup["video"], out, names, setup["sources"], max_frames=2,
-                                          batch_size=2, iters=1, threads=2, models=models)
+  res = original_like.run_original_like(setup["video"], out, names, setup["sources"], max_frames=2,
+                                        batch_size=2, iters=1, threads=2, models=models)
   assert res["frames"] == 2 and res["wall_s"] > 0 and res["frames_per_second"] > 0
   cap = cv2.VideoCapture(out)
   frames = []

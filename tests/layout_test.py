@@ -115,3 +115,26 @@ def test_the_checker_sees_a_cycle_and_an_upward_import(tmp_path):
   b = tmp_path / "b.py"
   b.write_text("from drsf_jax.models import fan\nimport drsf_jax.video\n")
   assert _imports(str(b), {"models": "", "models.fan": "", "video": ""}) == {"models.fan", "video"}
+
+
+def test_benchmarks_package_has_no_cycle():
+  """benchmarks/ (the PyTorch baselines): original_like used torch_baselines, which
+  forwarded run_original_like back to it."""
+  bench = os.path.join(ROOT, "benchmarks")
+  mods = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(bench, "*.py"))} - {"__init__"}
+  graph = {}
+  for m in mods:
+    deps = set()
+    for node in ast.walk(ast.parse(open(os.path.join(bench, m + ".py")).read())):
+      if isinstance(node, ast.ImportFrom) and node.module == "benchmarks":
+        deps.update(a.name for a in node.names if a.name in mods)
+      elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("benchmarks."):
+        deps.add(node.module.split(".", 1)[1])
+      elif isinstance(node, ast.Import):
+        deps.update(a.name.split(".", 1)[1] for a in node.names if a.name.startswith("benchmarks."))
+    graph[m] = (deps & mods) - {m}
+
+  def reaches(a, b, seen=()):
+    return any(d == b or (d not in seen and reaches(d, b, seen + (d,))) for d in graph[a])
+
+  assert [m for m in sorted(mods) if reaches(m, m)] == []

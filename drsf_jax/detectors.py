@@ -15,6 +15,7 @@ import numpy as np
 
 from drsf_jax import checkpoints
 from drsf_jax import geometry
+from drsf_jax.frames import as_unit_frames
 
 DETECTORS = ("retinaface", "retinaface_r50", "mtcnn")
 
@@ -33,16 +34,7 @@ class Detector:
     uint8 is divided by 255 here; float frames outside [0, 1] (e.g. 0..255 floats) are a
     ``ValueError`` rather than garbage detections.
     """
-    frames = np.asarray(frames)
-    if frames.dtype == np.uint8:
-      frames = frames.astype(np.float32) / 255.0
-    elif np.issubdtype(frames.dtype, np.floating):
-      frames = frames.astype(np.float32)
-      if frames.size and (float(frames.min()) < -1e-3 or float(frames.max()) > 1.0 + 1e-3):
-        raise ValueError(f"float frames must be in [0, 1] (got values in [{float(frames.min()):.3g}, "
-                         f"{float(frames.max()):.3g}]); pass uint8 frames or divide by 255")
-    else:
-      raise ValueError(f"frames must be uint8 (0..255) or float in [0, 1], got dtype {frames.dtype}")
+    frames = as_unit_frames(frames)
     if frames.ndim == 3:
       frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3:

@@ -140,7 +140,7 @@ def infer(video_or_frames, detector: str = "retinaface", alignment: str = "none"
     A validated schema-1 predictions document (boxes, 5 or 68 landmarks, head pose,
     gaze per face, in pixels / radians / metres).
   """
-  from drsf_jax import inference, records  # pylint: disable=import-outside-toplevel
+  from drsf_jax import inference  # pylint: disable=import-outside-toplevel
   pred = inference.Predictor(detector, alignment, gaze, weights_dir, max_faces, calibration)
   if isinstance(video_or_frames, (str, os.PathLike)):
     return inference.run(os.fspath(video_or_frames), pred, max_frames, batch_size)
@@ -148,14 +148,8 @@ def infer(video_or_frames, detector: str = "retinaface", alignment: str = "none"
   if x.ndim != 4:
     raise ValueError(f"frames must be (T, H, W, 3), got shape {x.shape}")
   x = x[:max_frames] if max_frames is not None else x
-  frames_out: list[dict] = []
-  for i in range(0, len(x), batch_size):
-    frames_out.extend(pred.predict(x[i:i + batch_size], len(frames_out)))
-  doc = {"schema": records.SCHEMA,
-         "video": {"path": "<frames>", "width": int(x.shape[2]), "height": int(x.shape[1]),
-                   "fps": float(fps), "num_frames": len(frames_out)},
-         "models": pred.models, "frames": frames_out}
-  return records.validate(doc, "infer(frames)")
+  return inference.run_frames(x, pred, {"path": "<frames>", "width": int(x.shape[2]),
+                                        "height": int(x.shape[1]), "fps": float(fps)}, batch_size)
 
 
 def evaluate(reference, prediction) -> dict:

@@ -37,7 +37,7 @@ def as_unit_frames(frames, what: str = "frames") -> np.ndarray:
     return a.astype(np.float32) / 255.0
   if np.issubdtype(a.dtype, np.floating):
     _check_unit_range(a, what)
-    return a.astype(np.float32)
+    return a.astype(np.float32, copy=False)
   raise ValueError(f"{what} must be uint8 (0..255) or float in [0, 1], got dtype {a.dtype}")
 
 

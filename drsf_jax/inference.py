@@ -1,7 +1,7 @@
 """Inference: authorized predictions for every frame of a video, as schema-1 records."""
 
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -93,25 +93,33 @@ def run(input_path: str, predictor: Predictor, max_frames: int | None = None,
         batch_size: int = 8, progress: Callable[[int], None] | None = None) -> dict:
   """Streams a video through ``predictor``; returns a validated schema-1 document."""
   reader = video.VideoReader(input_path, max_frames=max_frames)
+  return run_frames(reader, predictor, {"path": input_path, "width": reader.width,
+                                        "height": reader.height, "fps": reader.fps},
+                    batch_size, progress)
+
+
+def run_frames(frames: Iterable[np.ndarray], predictor: Predictor, video_info: dict,
+               batch_size: int = 8, progress: Callable[[int], None] | None = None) -> dict:
+  """``predictor`` over (H, W, 3) frames (uint8 or [0, 1] float), ``batch_size`` at a
+  time; returns a validated schema-1 document whose ``video`` is ``video_info`` (path,
+  width, height, fps) plus ``num_frames``."""
   frames_out: list[dict] = []
   buf: list[np.ndarray] = []
   t0 = time.time()
 
   def flush():
     if buf:
-      frames_out.extend(predictor.predict(np.stack(buf).astype(np.float32) / 255.0, len(frames_out)))
+      frames_out.extend(predictor.predict(np.stack(buf), len(frames_out)))
       if progress:
         progress(len(buf))
       buf.clear()
 
-  for f in reader:
+  for f in frames:
     buf.append(f)
     if len(buf) == batch_size:
       flush()
   flush()
-  doc = {"schema": records.SCHEMA,
-         "video": {"path": input_path, "width": reader.width, "height": reader.height,
-                   "fps": reader.fps, "num_frames": len(frames_out)},
+  doc = {"schema": records.SCHEMA, "video": {**video_info, "num_frames": len(frames_out)},
          "models": predictor.models, "frames": frames_out,
          "wall_time_s": time.time() - t0}
-  return records.validate(doc, input_path)
+  return records.validate(doc, video_info["path"])

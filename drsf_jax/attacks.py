@@ -305,14 +305,18 @@ def _loop_parts(loss_fn, attack: Attack, max_iter: int, thresholds, cascade: boo
 
   grad_fn = jax.grad(objective, has_aux=True)
 
-  def init(x_obf):
+  def init(x_obf, x_start=None):
     # Stage 0 for every frame: the first step computes the true stages (and masks the
     # update of frames already converged) from the same forward pass as its gradient, so
     # no separate forward of every victim is spent here. Results are the same.
+    # ``x_start`` (a warm start): where the frames begin; the ε-ball stays centred on
+    # ``x_obf`` (the chain's projection takes its centre from what it is initialised with).
     v = jax.eval_shape(losses_of, x_obf).shape[1]
     thr = thr_for(v)
     b = x_obf.shape[0]
-    return (jnp.zeros([], jnp.int32), x_obf, attack.tx.init(x_obf), jnp.zeros((b,), jnp.int32),
+    state = attack.tx.init(x_obf)
+    x = x_obf if x_start is None else x_start
+    return (jnp.zeros([], jnp.int32), x, state, jnp.zeros((b,), jnp.int32),
             jnp.zeros((b,), jnp.int32), thr)
 
   def cond(c):
@@ -343,7 +347,8 @@ def _loop_parts(loss_fn, attack: Attack, max_iter: int, thresholds, cascade: boo
 
 
 def optimize(loss_fn: Callable[[jax.Array], jax.Array], x_obf: jax.Array, attack: Attack,
-             max_iter: int, thresholds: jax.Array | None = None) -> LoopResult:
+             max_iter: int, thresholds: jax.Array | None = None,
+             x_start: jax.Array | None = None) -> LoopResult:
   r"""Minimises per-frame, per-victim losses with the original's stopping cascade.
 
   ``loss_fn(frames)`` returns ``(B, V)`` losses, victims in cascade order (detector,
@@ -363,9 +368,11 @@ def optimize(loss_fn: Callable[[jax.Array], jax.Array], x_obf: jax.Array, attack
     attack: from :func:`make_attack`.
     max_iter: step budget.
     thresholds: ``(V,)`` stopping thresholds; ``None`` never stops early.
+    x_start: where the frames start (a warm start, inside the ε-ball around ``x_obf``);
+      default ``x_obf``. The ball stays centred on ``x_obf``.
   """
   parts = _loop_parts(loss_fn, attack, max_iter, thresholds)
-  return parts.finish(jax.lax.while_loop(parts.cond, parts.body, parts.init(x_obf)))
+  return parts.finish(jax.lax.while_loop(parts.cond, parts.body, parts.init(x_obf, x_start)))
 
 
 def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: int,
@@ -374,7 +381,8 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
 
   ``loss_fn(frames, *args)`` takes the batch's data (e.g. params and targets) as extra
   arguments so that the compiled steps are reused from batch to batch. Returns
-  ``run(x_obf, thresholds, *args) -> LoopResult``.
+  ``run(x_obf, thresholds, *args, x_start=None) -> LoopResult`` (``x_start``: see
+  :func:`optimize`).
 
   ``host_delta(frames_np, *args) -> np.ndarray``: a host computation (e.g. a real video
   codec) evaluated on the current frames before every step; its result is passed to
@@ -387,7 +395,7 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
   def parts(thresholds, args):
     return _loop_parts(lambda x: loss_fn(x, *args), attack, max_iter, thresholds, cascade)
 
-  init = jax.jit(lambda x, thr, args: parts(thr, args).init(x))
+  init = jax.jit(lambda x, thr, args, x_start=None: parts(thr, args).init(x, x_start))
   body = jax.jit(lambda c, args: parts(c[-1], args).body(c), donate_argnums=(0,))
   finish = jax.jit(lambda c, args: parts(c[-1], args).finish(c))
 
@@ -397,8 +405,8 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
     x = np.asarray(jax.device_get(c[1]))
     return args + (jnp.asarray(host_delta(x, *args), x.dtype),)
 
-  def run(x_obf, thresholds, *args):
-    c = init(x_obf, thresholds, args + ((jnp.zeros_like(x_obf),) if host_delta else ()))
+  def run(x_obf, thresholds, *args, x_start=None):
+    c = init(x_obf, thresholds, args + ((jnp.zeros_like(x_obf),) if host_delta else ()), x_start)
     for _ in range(max_iter):
       if not bool(jnp.any(c[3] < c[-1].shape[0])):
         break

@@ -95,6 +95,10 @@ class DeidConfig:
   # Decode the written output, run the authorized models on it as inference.py does and
   # put the utility against the original into the report (the number users measure).
   verify: bool = True
+  # Start each batch's attack from the previous batch's perturbation of its last frame,
+  # carried in face-aligned coordinates (each face's obfuscated square, resized to the
+  # new square) and clipped to the ε-ball around the new obfuscated frame.
+  warm_start: bool = True
 
   def validate(self):
     if self.perturb not in PERTURB_MODES:
@@ -198,13 +202,52 @@ class Deidentifier:
       host = attacks.make_host_loop(loss_fn, self.attack, cfg.max_iter,
                                     host_delta=codec_delta if codec_aware else None,
                                     cascade=not codec_aware)
-      self._run = lambda params, x, targets, thr: host(x, thr, params, targets)
+      # x: where the frames start; the ε-ball is centred on the obfuscated frames, batch[2].
+      self._run = lambda params, x, targets, thr: host(targets[2], thr, params, targets, x_start=x)
     elif self.loop == "while":
       self._run = jax.jit(lambda params, x, targets, thr: attacks.optimize(
-          lambda y: loss_fn(y, params, targets), x, self.attack, cfg.max_iter, thr))
+          lambda y: loss_fn(y, params, targets), targets[2], self.attack, cfg.max_iter, thr,
+          x_start=x))
     else:
       raise ValueError(f"loop must be 'host' or 'while', got {loop!r}")
     self.camera = None  # Set per video (frame size, optional calibration).
+    self.reset()
+
+  def reset(self):
+    """Forgets the warm start: call before each new video (``deidentify`` does)."""
+    # Per face of the previous batch's last frame: its perturbation inside its obfuscated
+    # square (h, w, 3) float32, in the frame's coordinates. None: start from x_obf.
+    self._warm: list[np.ndarray] | None = None
+    self._last = None  # (x_obf, regions) of the last frame of the batch being attacked.
+
+  def warm_start_frames(self, x_obf: np.ndarray, regions: list) -> np.ndarray | None:
+    """Where the attack of a batch starts: ``x_obf`` plus the carried perturbation.
+
+    Face ``k`` of every frame gets the previous batch's face-``k`` perturbation resized
+    to its own obfuscated square (the pixelation cells are laid out relative to the
+    square, so they line up), then clipped to the ε-ball and [0, 1]. None without one.
+    """
+    if not (self.cfg.warm_start and self._warm):
+      return None
+    import cv2  # pylint: disable=import-outside-toplevel
+    delta = np.zeros_like(x_obf)
+    for i, r in enumerate(regions):
+      for k, (x1, y1, x2, y2) in enumerate(np.asarray(r, np.int64).reshape(-1, 4)[:len(self._warm)]):
+        if x2 > x1 and y2 > y1:
+          delta[i, y1:y2, x1:x2] = cv2.resize(self._warm[k], (int(x2 - x1), int(y2 - y1)),
+                                              interpolation=cv2.INTER_LINEAR)
+    eps = self.cfg.eps
+    return np.clip(x_obf + np.clip(delta, -eps, eps), 0.0, 1.0).astype(np.float32)
+
+  def remember(self, out_u8: np.ndarray):
+    """Keeps the perturbation of the batch's last frame (the written, rounded one)."""
+    if not self.cfg.warm_start or self._last is None:
+      return
+    x_obf, regions = self._last
+    d = out_u8.astype(np.float32) / 255.0 - x_obf
+    patches = [np.ascontiguousarray(d[y1:y2, x1:x2])
+               for x1, y1, x2, y2 in np.asarray(regions, np.int64).reshape(-1, 4) if x2 > x1 and y2 > y1]
+    self._warm = patches or None
 
   def shard(self, tree):
     """Places batch-leading arrays across local devices (a 1-D mesh over frames).
@@ -265,7 +308,9 @@ class Deidentifier:
     return crop.window(regions, [d["boxes"] for d in dets], frame_hw, perturb_margin=cfg.perturb_margin)
 
   def prepare_batch(self, frames_u8: np.ndarray, dets: list[dict], win=None):
-    """Every victim's targets on the original frames and the obfuscated frames (sharded).
+    """Where the attack starts, and every victim's targets, the mask and the obfuscated
+    frames (sharded): ``(x_start, (targets, mask, x_obf))``. ``x_start`` is ``x_obf`` or,
+    with a warm start carried from the previous batch, inside its ε-ball.
 
     ``win``: a :class:`crop.Window`: the victims' targets, the obfuscated frames and the
     mask are those of the window (obfuscation is computed on the whole frame first, so its
@@ -279,6 +324,8 @@ class Deidentifier:
       mask = perturbation_mask(regions, x.shape[1:3], cfg.perturb_margin)
     else:
       mask = np.ones(x.shape[:3] + (1,), np.float32)
+    x_start = self.warm_start_frames(x_obf, regions)
+    self._last = (x_obf[-1], regions[-1])
     ctx = victims_lib.context_from_detections(dets, cfg.max_faces)
     ctx.camera = self.camera
     if win is not None:
@@ -287,13 +334,15 @@ class Deidentifier:
         ctx.camera = headpose.Camera.dummy(x.shape[2], x.shape[1])
       ctx = crop.shift_context(ctx, win)
       x, x_obf, mask = win.crop(x), win.crop(x_obf), win.crop(mask)
+      x_start = None if x_start is None else win.crop(x_start)
     targets = []
     for v in self.victims:  # Cascade order: detector, landmarks, gaze.
       targets.append(v.targets(v.params, x, ctx))
       if v.annotate is not None:
         v.annotate(v.params, x, ctx, targets[-1])
     x_obf = jnp.asarray(np.ascontiguousarray(x_obf))
-    return self.shard((x_obf, (targets, jnp.asarray(np.ascontiguousarray(mask)), x_obf)))
+    x_in = x_obf if x_start is None else jnp.asarray(np.ascontiguousarray(x_start))
+    return self.shard((x_in, (targets, jnp.asarray(np.ascontiguousarray(mask)), x_obf)))
 
   def attack_batch(self, frames_u8: np.ndarray, dets: list[dict]) -> tuple[np.ndarray, dict]:
     """Obfuscates and attacks one batch; returns uint8 frames and per-batch statistics.
@@ -313,6 +362,7 @@ class Deidentifier:
     out = video.to_uint8(np.where(mask > 0, res.frames, center))
     if win is not None:
       out = win.paste(frames_u8, out)
+    self.remember(out[-1])
     return out, {"iterations": np.asarray(res.iterations).tolist(),
                  "losses": np.asarray(res.losses).tolist(),
                  "stage": np.asarray(res.stage).tolist(),
@@ -377,6 +427,7 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
   report_path = report_path or default_report_path(output_path)
   reader = check_run(input_path, output_path, cfg, report_path, overwrite, replaceable, preview_path)
   d = deidentifier or Deidentifier(cfg, weights_dir)
+  d.reset()  # No warm start carried over from another video.
   bar = _progress_bar(progress)
 
   width, height, fps = reader.width, reader.height, reader.fps

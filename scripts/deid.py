@@ -82,6 +82,9 @@ flags.DEFINE_enum("perturb", _D.perturb, list(pipeline.PERTURB_MODES),
                   "Where the attack may change pixels: 'face' (the obfuscated squares, plus "
                   "--perturb_margin; every other output pixel equals the input) or 'frame' (anywhere, "
                   "as the original).")
+flags.DEFINE_bool("warm_start", _D.warm_start, "Start each batch's attack from the previous "
+                  "batch's perturbation (its last frame, carried in face-aligned coordinates) "
+                  "instead of the obfuscated frames (--nowarm_start: every batch from scratch).")
 flags.DEFINE_bool("verify", _D.verify, "Decode the written output, run the authorized models on it "
                   "as inference.py does, and report the utility against the original (--noverify "
                   "skips it).")
@@ -99,7 +102,8 @@ def main(argv):
       max_frames=FLAGS.max_frames, codec=FLAGS.codec, crf=FLAGS.crf, audio=FLAGS.audio,
       codec_aware=FLAGS.codec_aware, crop_local=FLAGS.crop_local, calibration=FLAGS.calibration,
       allow_no_face=FLAGS.allow_no_face, seed=FLAGS.seed, perturb=FLAGS.perturb,
-      perturb_margin=FLAGS.perturb_margin, verify=FLAGS.verify)
+      perturb_margin=FLAGS.perturb_margin, verify=FLAGS.verify,
+      warm_start=FLAGS.warm_start)
   cfg.validate()
   if FLAGS.input_list is not None:
     return _corpus(cfg)

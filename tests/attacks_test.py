@@ -137,6 +137,33 @@ def test_host_loop_matches_while_loop(setup, name):
   np.testing.assert_allclose(np.asarray(a.losses), np.asarray(b.losses), rtol=1e-5)
 
 
+
+@pytest.mark.parametrize("loop", ["while", "host"])
+def test_warm_start_keeps_the_ball_on_x_obf(setup, loop):
+  """A warm start is only where the frames begin: the ε-ball stays centred on x_obf, and a
+  start that already meets the threshold takes no step."""
+  _, x_obf, loss_fn, _ = setup
+  attack = attacks.make_attack("adam")
+
+  def run(x_start, thr, iters):
+    if loop == "while":
+      return jax.jit(lambda x, s: attacks.optimize(loss_fn, x, attack, iters, thr, x_start=s))(x_obf, x_start)
+    return attacks.make_host_loop(lambda y: loss_fn(y), attack, iters)(x_obf, thr, x_start=x_start)
+
+  first = run(x_obf, jnp.asarray([-1.0]), 8)  # x_start = x_obf: the cold attack.
+  before, after = np.asarray(loss_fn(x_obf)), np.asarray(first.losses[:, 0])
+  assert (after < before).all()
+  thr = jnp.asarray([float(after.max()) * 1.01])
+  warm = run(first.frames, thr, 8)
+  np.testing.assert_array_equal(np.asarray(warm.iterations), 0)
+  np.testing.assert_array_equal(np.asarray(warm.frames), np.asarray(first.frames))
+  # A start 3ε away (outside the ball): one step brings every pixel back within ε of x_obf,
+  # not of the start.
+  far = jnp.clip(x_obf + 3 * attacks.DEFAULT_EPS, 0, 1)
+  moved = run(far, jnp.asarray([-1.0]), 1)
+  assert float(jnp.abs(moved.frames - x_obf).max()) <= attacks.DEFAULT_EPS + 1e-6
+  assert float(jnp.abs(moved.frames - far).max()) > attacks.DEFAULT_EPS
+
 # ---- the optimizer attacks against torch.optim -----------------------------------------
 
 TORCH_STEPS = 5

@@ -34,29 +34,27 @@ def runs(real_weights):
   return frames, dets, cfg, out, again
 
 
-def test_warm_start_takes_fewer_steps_on_later_batches(runs):
-  _, _, _, out, _ = runs
-  (_, warm_it), (_, cold_it) = out[True], out[False]
-  # The first batch has nothing to carry: the same steps.
+def test_warm_start_on_real_frames(runs):
+  """One test (the runs are shared: under pytest-xdist a module fixture runs once per
+  worker that draws one of its tests)."""
+  frames, dets, cfg, out, again = runs
+  (warm_out, warm_it), (cold_out, cold_it) = out[True], out[False]
+  # Fewer steps on later batches. The first batch has nothing to carry: the same steps.
   assert warm_it[0] == cold_it[0]
   later_warm = np.mean(warm_it[1:])
   later_cold = np.mean(cold_it[1:])
   # Measured: 32.0 vs 65.3 mean steps per frame on batches 2-3 (the first: 59.3 both).
   assert later_warm < 0.85 * later_cold, (warm_it, cold_it)
 
-
-def test_warm_start_stays_in_the_ball_of_its_own_obfuscated_frames(runs):
-  frames, dets, cfg, out, _ = runs
+  # The output stays in the ε-ball of its own obfuscated frames (not of the start).
   x = frames.astype(np.float32) / 255
   regions = [obfuscation.face_regions(d["boxes"], x.shape[1:3], cfg.mask_scale) for d in dets]
   x_obf = obfuscation.obfuscate(x, regions, cfg.deid)
-  warm = out[True][0].astype(np.float32) / 255
+  warm = warm_out.astype(np.float32) / 255
   # The attack's bound plus half a grey level of the final rounding.
   assert float(np.abs(warm - x_obf).max()) <= cfg.eps + 0.5 / 255 + 1e-6
   assert float(np.abs(warm - x_obf).max()) > 1 / 255  # It did perturb.
 
-
-def test_reset_forgets_the_carried_perturbation(runs):
-  _, _, _, out, again = runs
-  np.testing.assert_array_equal(again, out[False][0][:B])
-  np.testing.assert_array_equal(again, out[True][0][:B])
+  # reset() forgets the carried perturbation: the cold first batch again, bit for bit.
+  np.testing.assert_array_equal(again, cold_out[:B])
+  np.testing.assert_array_equal(again, warm_out[:B])

@@ -5,7 +5,7 @@ frames with the PyTorch detector (biubug6's RetinaFace network + prior decoding 
 ``py_cpu_nms``, or facenet-pytorch's ``MTCNN.detect``), keeps the largest face per frame
 (a frame without one borrows the nearest detected frame's face in its batch), computes
 the targets on the originals, pixelates the square FAN region
-(:func:`drsf_jax.obfuscation.obfuscate`, NumPy), runs exactly ``iters`` Adam iterations
+(:func:`drsf_jax.deid.obfuscation.obfuscate`, NumPy), runs exactly ``iters`` Adam iterations
 per batch (no early stopping, every victim's loss in the sum), projects onto the 8/255
 L-inf ball and [0, 1], rounds to uint8 and writes FFV1 in .mkv with ``cv2.VideoWriter``.
 
@@ -19,7 +19,7 @@ current adversarial frames or from the fixed boxes / landmarks of the originals:
 * MPIIGaze, on the host: head pose by ``cv2.solvePnP`` from the original landmarks (FAN's
   68 points when ``fan`` is a victim, else the detector's 5), face/eye centres, the
   normalising rotation and homography of each eye and the normalised head pose
-  (``drsf_jax.headpose``'s NumPy/OpenCV functions, ptgaze's formulas), then
+  (``drsf_jax.geometry``'s NumPy/OpenCV functions, ptgaze's formulas), then
   ``cv2.warpPerspective`` of the *current adversarial* uint8 frame and ``cv2.equalizeHist``
   of its grey eye patch, whose table is used (linearly interpolated, differentiable) on the
   torch eye patch (``warp -> luma -> table``; no straight-through uint8 value);
@@ -45,8 +45,8 @@ import torch
 from benchmarks import torch_baselines as tb
 from benchmarks import torch_common as tc
 
-RETINAFACE_POSITIVE_IOU = 0.35  # drsf_jax.victims.RETINAFACE_POSITIVE_IOU
-MTCNN_PNET_POS = 0.6 * 0.5  # thresholds[0] * 0.5, as drsf_jax.victims' PNet positives.
+RETINAFACE_POSITIVE_IOU = 0.35  # drsf_jax.victims.registry.RETINAFACE_POSITIVE_IOU
+MTCNN_PNET_POS = 0.6 * 0.5  # thresholds[0] * 0.5, as drsf_jax.victims.registry' PNet positives.
 
 
 def _read_video(path: str, max_frames: int | None):
@@ -121,7 +121,8 @@ def _largest(dets):
 
 def _gaze_geometry(u8: np.ndarray, landmarks: np.ndarray, camera):
   """Host: per frame, both eyes' homographies, normalised head poses and equalisation tables."""
-  from drsf_jax import headpose
+  from drsf_jax.geometry import headpose
+  from drsf_jax.geometry import normalization
   b = u8.shape[0]
   hs = np.tile(np.eye(3, dtype=np.float32), (b, 1, 2, 1, 1))
   py = np.zeros((b, 1, 2, 2), np.float32)
@@ -132,12 +133,12 @@ def _gaze_geometry(u8: np.ndarray, landmarks: np.ndarray, camera):
       pose = headpose.estimate_head_pose(landmarks[i], camera)
     except (ValueError, np.linalg.LinAlgError):
       continue
-    geo = headpose.normalization_geometry(pose, camera, "MPIIGaze")
+    geo = normalization.normalization_geometry(pose, camera, "MPIIGaze")
     for q, part in enumerate(("reye", "leye")):
       g = geo[part]
       hs[i, 0, q] = g.homography
       py[i, 0, q] = g.head_pitch_yaw
-      _, luts[i, 0, q] = headpose.normalize_eye_host(u8[i], g.homography, (36, 60))
+      _, luts[i, 0, q] = normalization.normalize_eye_host(u8[i], g.homography, (36, 60))
     valid[i, 0] = 1.0
   return {"homography": torch.from_numpy(hs), "head_pitch_yaw": torch.from_numpy(py),
           "lut": torch.from_numpy(luts), "valid": torch.from_numpy(valid)}
@@ -147,13 +148,13 @@ class _Victims:
   """Targets on the originals; :meth:`losses` recomputes the geometry from scratch."""
 
   def __init__(self, names, models, x: torch.Tensor, boxes: np.ndarray, lm5: np.ndarray):
-    from drsf_jax import headpose
+    from drsf_jax.geometry import cameras
     self.names = names
     self.models = models
     b, _, h, w = x.shape
     self.boxes = torch.from_numpy(boxes)  # (B, 4)
     self.valid = torch.ones((b, 1))
-    self.camera = headpose.Camera.dummy(w, h)
+    self.camera = cameras.Camera.dummy(w, h)
     self.targets = {}
     landmarks = lm5
     with torch.no_grad():
@@ -219,7 +220,8 @@ def run_original_like(video_path: str, out_path: str, names, sources: dict, max_
 
   Returns ``dict(frames=, wall_s=, frames_per_second=, iterations=, batches=)``.
   """
-  from drsf_jax import obfuscation
+  from drsf_jax.deid import obfuscation
+  from drsf_jax.geometry import bbox
   torch.set_num_threads(int(threads))
   names = tuple(names)
   models = dict(models or {})
@@ -248,7 +250,7 @@ def run_original_like(video_path: str, out_path: str, names, sources: dict, max_
         boxes = np.stack([c[0] for c in chosen]).astype(np.float32)
         lm5 = np.stack([c[1] for c in chosen]).astype(np.float32)
         victims = _Victims(names, models, x, boxes, lm5)
-        regions = [obfuscation.face_regions(bx[None], (h, w)) for bx in boxes]
+        regions = [bbox.face_regions(bx[None], (h, w)) for bx in boxes]
         x_obf = torch.from_numpy(np.ascontiguousarray(
             obfuscation.obfuscate(u8.astype(np.float32) / 255.0, regions, deid).transpose(0, 3, 1, 2)))
         adv = x_obf.clone().requires_grad_(True)

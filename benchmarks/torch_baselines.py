@@ -3,8 +3,8 @@
 :class:`TorchVictimSet` takes the targets pytree the JAX victims'
 ``targets(params, frames, ctx)`` produced on the original frames (converted to torch
 tensors) and computes, per frame and per victim, exactly the losses of
-``drsf_jax/victims.py`` (``_retinaface_victim``, ``_fan_victim``, ``_mtcnn_victim``) and
-``drsf_jax/gaze_victims.py`` (``_make``) with the upstream PyTorch models: the fixed crop
+``drsf_jax/victims/registry.py`` (``_retinaface_victim``, ``_fan_victim``, ``_mtcnn_victim``) and
+``drsf_jax/victims/gaze.py`` (``_make``) with the upstream PyTorch models: the fixed crop
 matrices, homographies and equalisation tables come from the targets, and the torch side
 does the bilinear sampling itself (``F.grid_sample`` with OpenCV's pixel-centre rule and a
 zero border, see :mod:`benchmarks.torch_common`).
@@ -12,7 +12,7 @@ zero border, see :mod:`benchmarks.torch_common`).
 One attack iteration (:meth:`TorchVictimSet.step`) = forward of every victim, backward of
 the sum over frames and victims of the losses w.r.t. the frames, ``torch.optim.Adam`` on
 the frames, projection onto ``|x - x_obf| <= eps`` and ``[0, 1]``. The JAX counterpart is
-the body of ``drsf_jax.attacks.make_host_loop`` (cascade-weighted sum, optax adam,
+the body of ``drsf_jax.deid.attacks.make_host_loop`` (cascade-weighted sum, optax adam,
 projection) with thresholds that keep every victim in the sum.
 
 Frames are held as (B, 3, H, W) float32 RGB in [0, 1] (torch's layout); the constructor
@@ -27,7 +27,7 @@ from benchmarks import torch_common as tc
 
 RETINAFACE_VARIANCE = (0.1, 0.2)
 FAN_RES = 256
-MTCNN_PIXEL_SCALE = 2.0  # drsf_jax.victims.MTCNN_PIXEL_SCALE
+MTCNN_PIXEL_SCALE = 2.0  # drsf_jax.victims.registry.MTCNN_PIXEL_SCALE
 EYE_HW = (36, 60)
 
 
@@ -189,7 +189,7 @@ class TorchVictimSet:
     x_obf_np: (B, H, W, 3) float32 obfuscated frames in [0, 1]: the attack's start and
       the centre of its L-inf ball.
     eps: L-inf budget.
-    lr: Adam learning rate (``drsf_jax.attacks.DEFAULT_LR['adam']``).
+    lr: Adam learning rate (``drsf_jax.deid.attacks.DEFAULT_LR['adam']``).
     threads: ``torch.set_num_threads`` (None leaves it).
     models: optional preloaded ``{name: model}`` (reused across batch sizes).
   """

@@ -107,7 +107,7 @@ def prepare_weights(weights_dir: str, shared_dir: str, names=("retinaface", "fan
   converted from the same source (by sha256) is not converted again unless ``force``.
   A victim whose source is unavailable (e.g. facenet-pytorch not installed) is left out.
   """
-  from drsf_jax import checkpoints
+  from drsf_jax.io import checkpoints
   from weights_conversion import registry
   os.makedirs(weights_dir, exist_ok=True)
   sources = {}
@@ -152,7 +152,7 @@ def load_torch_model(name: str, source: str):
   mtcnn returns ``{'pnet': PNet, 'rnet': RNet, 'onet': ONet}``.
   """
   if name == "retinaface":
-    from drsf_jax import checkpoints
+    from drsf_jax.io import checkpoints
     from weights_conversion import registry
     # The network the file was trained as: the shared mnet file is Face-Detector-1MB's
     # (plain ReLU), i.e. batch-face's class with every LeakyReLU slope set to 0.
@@ -198,7 +198,7 @@ def freeze(module):
 # ---- sampling ----------------------------------------------------------------------------
 
 def _source_coords(homographies: torch.Tensor, out_hw):
-  """Source coordinates (N, h, w) of every output pixel, as ``drsf_jax.geometry.warp_perspective``."""
+  """Source coordinates (N, h, w) of every output pixel, as ``drsf_jax.geometry.warping.warp_perspective``."""
   n = homographies.shape[0]
   oh, ow = out_hw
   inv = torch.linalg.inv(homographies.to(torch.float32))
@@ -212,7 +212,7 @@ def _source_coords(homographies: torch.Tensor, out_hw):
 
 
 def warp_perspective_gather(images: torch.Tensor, homographies: torch.Tensor, out_hw) -> torch.Tensor:
-  """:func:`warp_perspective` by explicit gathers, with ``drsf_jax.geometry.bilinear_sample``'s
+  """:func:`warp_perspective` by explicit gathers, with ``drsf_jax.geometry.warping.bilinear_sample``'s
   arithmetic term by term (floor, four taps, zero outside). Used where the value feeds a
   rounding (the MPIIGaze uint8 path), so that near-ties round the same way as in JAX.
   """
@@ -237,7 +237,7 @@ def warp_perspective_gather(images: torch.Tensor, homographies: torch.Tensor, ou
 def warp_perspective(images: torch.Tensor, homographies: torch.Tensor, out_hw) -> torch.Tensor:
   """``cv2.warpPerspective`` (bilinear, zero border) of (N, C, H, W) by (N, 3, 3) -> (N, C, h, w).
 
-  Same rule as ``drsf_jax.geometry.warp_perspective``: output pixel (u, v) samples the
+  Same rule as ``drsf_jax.geometry.warping.warp_perspective``: output pixel (u, v) samples the
   source at ``H^-1 [u, v, 1]``.
   """
   _, _, h, w = images.shape
@@ -291,7 +291,7 @@ def fan_decode(heatmaps: torch.Tensor, center: torch.Tensor, scale: torch.Tensor
 
 
 def kl_binary(p_t: torch.Tensor, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-  """KL(p_t || p) of Bernoulli probabilities (``drsf_jax.victims._kl_binary``)."""
+  """KL(p_t || p) of Bernoulli probabilities (``drsf_jax.victims.registry._kl_binary``)."""
   p = p.clamp(eps, 1 - eps)
   p_t = p_t.clamp(eps, 1 - eps)
   return p_t * torch.log(p_t / p) + (1 - p_t) * torch.log((1 - p_t) / (1 - p))
@@ -308,7 +308,7 @@ def _lookup(luts: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
 
 
 def equalize_with_lut(gray: torch.Tensor, luts: torch.Tensor) -> torch.Tensor:
-  """Fixed equalisation table, linearly interpolated (``drsf_jax.headpose.equalize_with_lut``)."""
+  """Fixed equalisation table, linearly interpolated (``drsf_jax.geometry.normalization.equalize_with_lut``)."""
   x = (gray * 255.0).clamp(0.0, 255.0)
   k = torch.floor(x.detach()).clamp(0, 254)
   lo = _lookup(luts, k)
@@ -318,7 +318,7 @@ def equalize_with_lut(gray: torch.Tensor, luts: torch.Tensor) -> torch.Tensor:
 
 def equalization_luts(gray_levels: torch.Tensor) -> torch.Tensor:
   """``cv2.equalizeHist``'s table per patch (N, 256) from (N, h, w) integer grey levels
-  (``drsf_jax.headpose.equalization_lut_levels``; same float32 arithmetic)."""
+  (``drsf_jax.geometry.normalization.equalization_lut_levels``; same float32 arithmetic)."""
   flat = gray_levels.reshape(gray_levels.shape[0], -1).clamp(0, 255).to(torch.int64)
   total = flat.shape[1]
   hist = torch.zeros(flat.shape[0], 256, dtype=torch.int64).scatter_add_(1, flat, torch.ones_like(flat))
@@ -334,7 +334,7 @@ def equalization_luts(gray_levels: torch.Tensor) -> torch.Tensor:
 
 def eye_patches(frames: torch.Tensor, homographies: torch.Tensor, luts: torch.Tensor | None,
                 size_hw=(36, 60), match_opencv: bool = True) -> torch.Tensor:
-  """MPIIGaze eye patches (N, h, w) in [0, 1]: ``drsf_jax.headpose.normalize_gray_equalized``.
+  """MPIIGaze eye patches (N, h, w) in [0, 1]: ``drsf_jax.geometry.normalization.normalize_gray_equalized``.
 
   Gradient of the smooth path (warp, luma, interpolated table); with ``match_opencv`` the
   value of the uint8 OpenCV pipeline (rounded frame, rounded warp, OpenCV's fixed-point

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from drsf_jax.frames import as_uint8_frames, as_unit_frames
+from drsf_jax.io.frames import as_uint8_frames, as_unit_frames
 
 __all__ = ["DeidConfig", "Deidentifier", "deidentify", "load_victim", "infer", "evaluate",
            "privacy_metrics", "read_video", "sample_video", "draw_predictions", "as_uint8_frames",
@@ -39,9 +39,9 @@ def read_video(path: str, max_frames: int | None = None) -> np.ndarray:
   Returns uint8 RGB ``(T, H, W, 3)``, display rotation applied. Raises FileNotFoundError
   for a missing path and ValueError for a file that is not a video, holds no frame, or is
   damaged (the message says at which frame decoding stopped). Memory grows with T: for
-  long videos iterate ``drsf_jax.video.VideoReader`` instead.
+  long videos iterate ``drsf_jax.io.video.VideoReader`` instead.
   """
-  from drsf_jax import video  # pylint: disable=import-outside-toplevel
+  from drsf_jax.io import video  # pylint: disable=import-outside-toplevel
   frames = list(video.VideoReader(path, max_frames=max_frames))
   if not frames:
     raise ValueError(f"{path}: no frame decoded")
@@ -54,7 +54,7 @@ def sample_video(path: str, num_frames: int = 60) -> str:
 
   This is the clip ``scripts/deid.py`` de-identifies when given no input. Returns ``path``.
   """
-  from drsf_jax import samples  # pylint: disable=import-outside-toplevel
+  from drsf_jax.io import samples  # pylint: disable=import-outside-toplevel
   if num_frames < 1:
     raise ValueError(f"num_frames must be >= 1, got {num_frames}")
   return samples.write_astronaut_clip(path, num_frames)
@@ -64,7 +64,7 @@ def draw_predictions(frame, faces: list[dict]) -> np.ndarray:
   """A uint8 copy of one ``(H, W, 3)`` frame (uint8 or float [0, 1]) with schema-1
   ``faces`` drawn: box and score, 5 (and 68) landmarks, head-pose axes, gaze arrow
   (with the dummy camera of the frame's size, as inference uses without calibration)."""
-  from drsf_jax import visualize  # pylint: disable=import-outside-toplevel
+  from drsf_jax.evaluation import visualize  # pylint: disable=import-outside-toplevel
   img = as_uint8_frames(frame)
   if img.ndim != 3:
     raise ValueError(f"draw_predictions takes one (H, W, 3) frame, got shape {img.shape}")
@@ -72,7 +72,7 @@ def draw_predictions(frame, faces: list[dict]) -> np.ndarray:
 
 
 def _config_fields() -> list[str]:
-  from drsf_jax import pipeline  # pylint: disable=import-outside-toplevel
+  from drsf_jax.deid import pipeline  # pylint: disable=import-outside-toplevel
   return [f.name for f in dataclasses.fields(pipeline.DeidConfig)]
 
 
@@ -109,7 +109,7 @@ def deidentify(input_path: str, output_path: str, *, weights_dir: str | None = N
       loads where possible; the privacy guard's failure (the output is then kept only
       as ``NAME.UNSAFE.ext``).
   """
-  from drsf_jax import pipeline  # pylint: disable=import-outside-toplevel
+  from drsf_jax.deid import pipeline  # pylint: disable=import-outside-toplevel
   fields = _config_fields()
   unknown = sorted(set(settings) - set(fields))
   if unknown:
@@ -140,7 +140,7 @@ def infer(video_or_frames, detector: str = "retinaface", alignment: str = "none"
     A validated schema-1 predictions document (boxes, 5 or 68 landmarks, head pose,
     gaze per face, in pixels / radians / metres).
   """
-  from drsf_jax import inference  # pylint: disable=import-outside-toplevel
+  from drsf_jax.victims import inference  # pylint: disable=import-outside-toplevel
   pred = inference.Predictor(detector, alignment, gaze, weights_dir, max_faces, calibration)
   if isinstance(video_or_frames, (str, os.PathLike)):
     return inference.run(os.fspath(video_or_frames), pred, max_frames, batch_size)
@@ -168,7 +168,8 @@ def evaluate(reference, prediction) -> dict:
   Raises:
     ValueError: an invalid document, or videos of different sizes.
   """
-  from drsf_jax import metrics, records  # pylint: disable=import-outside-toplevel
+  from drsf_jax.evaluation import metrics  # pylint: disable=import-outside-toplevel
+  from drsf_jax.io import records
 
   def load(doc, what):
     if isinstance(doc, (str, os.PathLike)):
@@ -191,7 +192,7 @@ def privacy_metrics(originals, deidentified, boxes, gallery: dict[str, Sequence[
   Args:
     originals, deidentified: ``(T, H, W, 3)`` frames, uint8 or float [0, 1], same shape.
     boxes: ``(T, 4)`` the original face box per frame (NaN row: no face).
-    gallery: identity -> list of (128,) dlib embeddings (``drsf_jax.privacy.Gallery``);
+    gallery: identity -> list of (128,) dlib embeddings (``drsf_jax.evaluation.privacy.Gallery``);
       default none (rank-1 rates are then None, with the reason).
     identity: the true identity of the face in these frames.
     threshold: dlib's same-person distance (0.6).
@@ -200,9 +201,9 @@ def privacy_metrics(originals, deidentified, boxes, gallery: dict[str, Sequence[
     ``reid_rate_same_frame`` (distance to the same frame's original < threshold),
     ``embedding_distance_mean``, ``detection_rate`` per detector (original and
     de-identified), ``rank1_reid_rate`` (None without a gallery of >= 2 identities),
-    ``per_frame``: see ``drsf_jax.privacy.privacy_metrics``.
+    ``per_frame``: see ``drsf_jax.evaluation.privacy.privacy_metrics``.
   """
-  from drsf_jax import privacy  # pylint: disable=import-outside-toplevel
+  from drsf_jax.evaluation import privacy  # pylint: disable=import-outside-toplevel
   return privacy.privacy_metrics(as_uint8_frames(originals, "originals"),
                                  as_uint8_frames(deidentified, "deidentified"), boxes,
                                  gallery or {}, identity, threshold)
@@ -212,9 +213,9 @@ def __getattr__(name: str):
   # DeidConfig, Deidentifier and load_victim live with the code they describe; importing
   # them here would import JAX with the package.
   if name in ("DeidConfig", "Deidentifier"):
-    from drsf_jax import pipeline  # pylint: disable=import-outside-toplevel
+    from drsf_jax.deid import pipeline  # pylint: disable=import-outside-toplevel
     return getattr(pipeline, name)
   if name == "load_victim":
-    from drsf_jax import victims  # pylint: disable=import-outside-toplevel
+    from drsf_jax.victims import registry as victims  # pylint: disable=import-outside-toplevel
     return victims.load_victim
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

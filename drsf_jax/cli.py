@@ -9,7 +9,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from drsf_jax import outputs
+from drsf_jax.io import outputs
 
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "drsf_jax", "jax_cache")
 
@@ -33,7 +33,8 @@ def define_overwrite_flag():
 def define_model_flags(detector: str = "retinaface", alignment: str = "none", gaze: str = "none",
                        what: str = "authorized"):
   """The model flags every script shares: --detector/-d, --alignment/-a, --gaze/-z, --weights_dir."""
-  from drsf_jax import detectors, victims  # pylint: disable=import-outside-toplevel
+  from drsf_jax.victims import detectors  # pylint: disable=import-outside-toplevel
+  from drsf_jax.victims import registry as victims
 
   def text(s):
     s = f"{what} {s}" if what else s
@@ -63,7 +64,7 @@ def enable_compilation_cache(path: str | None = None):
 
 
 def _user_error_types():
-  from drsf_jax import checkpoints
+  from drsf_jax.io import checkpoints
   types = [UserError, checkpoints.WeightsError, FileNotFoundError, ValueError, ImportError]
   try:
     from weights_conversion import common

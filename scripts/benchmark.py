@@ -146,7 +146,7 @@ def _shared_file(*parts) -> str:
 @functools.lru_cache(maxsize=1)
 def _video_frames() -> tuple:
   """Every frame of talking_head_a, decoded once per run."""
-  from drsf_jax import video
+  from drsf_jax.io import video
   return tuple(video.VideoReader(_shared_file("data", "talking_head_a.mp4")))
 
 
@@ -166,7 +166,7 @@ def _all_active_thresholds(names):
 
 
 def _deidentifier(names, weights_dir, batch, max_iter=1):
-  from drsf_jax import pipeline
+  from drsf_jax.deid import pipeline
   det, rest = names[0], names[1:]
   align = next((n for n in rest if n == "fan"), "none")
   gaze = next((n for n in rest if n != "fan"), "none")
@@ -183,7 +183,7 @@ def _deidentifier(names, weights_dir, batch, max_iter=1):
 def prepare_batch(d, frames_u8):
   """Detections on the originals (neighbours fill misses), targets and obfuscated frames."""
   import numpy as np
-  from drsf_jax import temporal
+  from drsf_jax.deid import temporal
   det = d.detector
   dets = det.predict(det.params, frames_u8.astype(np.float32) / 255.0)
   filled, _, no_face = temporal.fill_missing(dets)
@@ -196,7 +196,7 @@ def bench_jax(d, x_obf, targets, repeats, budget) -> dict:
   """Inference and attack-step timings, compile times, FLOPs and memory of one config."""
   import jax
   import jax.numpy as jnp
-  from drsf_jax import attacks
+  from drsf_jax.deid import attacks
   b = x_obf.shape[0]
   params = [v.params for v in d.victims]
   args = (params, targets)
@@ -262,7 +262,7 @@ def bench_torch(names, sources, x_obf, targets, repeats, budget, threads) -> dic
   import numpy as np
   import torch
   from benchmarks import torch_baselines
-  from drsf_jax import attacks
+  from drsf_jax.deid import attacks
   torch.set_num_threads(threads)
   ts_set = torch_baselines.TorchVictimSet(list(names), sources, list(targets),
                                           np.asarray(x_obf), eps=attacks.DEFAULT_EPS,
@@ -289,7 +289,7 @@ def bench_torch(names, sources, x_obf, targets, repeats, budget, threads) -> dic
 
 def write_clip(path: str, frames: int) -> str:
   """The first ``frames`` frames of talking_head_a at native size, lossless (FFV1)."""
-  from drsf_jax import video
+  from drsf_jax.io import video
   r = video.VideoReader(_shared_file("data", "talking_head_a.mp4"), max_frames=frames)
   with video.VideoWriter(path, r.fps, (r.width, r.height)) as w:
     for f in r:
@@ -300,7 +300,7 @@ def write_clip(path: str, frames: int) -> str:
 def end_to_end(names, clip, out_dir, weights_dir, sources, iters, batch, threads,
                compare_torch) -> dict:
   """Whole de-identification of ``clip`` (see :func:`write_clip`), frames/s."""
-  from drsf_jax import pipeline
+  from drsf_jax.deid import pipeline
   d = _deidentifier(names, weights_dir, batch, max_iter=iters)
   cfg = d.cfg
   warm = dataclasses.replace(cfg, max_frames=batch)  # One batch compiles every program.
@@ -315,7 +315,7 @@ def end_to_end(names, clip, out_dir, weights_dir, sources, iters, batch, threads
                 "iterations_mean": rep["summary"]["iterations_mean"]}
   if compare_torch:
     from benchmarks import original_like
-    from drsf_jax import attacks
+    from drsf_jax.deid import attacks
     t = original_like.run_original_like(clip, os.path.join(out_dir, "torch.mkv"), list(names), sources,
                                         max_frames=frames, batch_size=batch, iters=iters,
                                         deid=cfg.deid, threads=threads, eps=cfg.eps,
@@ -329,9 +329,9 @@ def startup_probe():
   """Runs in a fresh process: the default pipeline on one batch of the embedded sample."""
   t_start = time.perf_counter()
   import numpy as np
-  from drsf_jax import pipeline
-  from drsf_jax import samples
-  from drsf_jax import temporal
+  from drsf_jax.deid import pipeline
+  from drsf_jax.deid import temporal
+  from drsf_jax.io import samples
   cfg = pipeline.DeidConfig(max_iter=2)  # The compiled programs do not depend on max_iter.
   frames = samples.astronaut_clip(cfg.batch_size)
   t0 = time.perf_counter()
@@ -392,9 +392,10 @@ def main(argv):
   if not sets or not batches or not fan_batches or min(batches + fan_batches) < 1:
     raise cli.UserError("--sets and --batch_sizes need at least one entry each (batch sizes >= 1)")
   if FLAGS.output:
-    from drsf_jax import outputs
+    from drsf_jax.io import outputs
     outputs.check([("output", FLAGS.output)], overwrite=FLAGS.overwrite)
-  from drsf_jax import detectors, victims
+  from drsf_jax.victims import detectors
+  from drsf_jax.victims import registry as victims
   known = set(detectors.DETECTORS) | set(victims.ALIGNMENTS) | set(victims.GAZE_MODELS)
   for s in sets + e2e_sets:
     for n in s:
@@ -410,7 +411,7 @@ def _run(sets, batches, fan_batches, e2e_sets, threads, weights_dir, scratch):
   """The measurements of :func:`main`, after the flags are checked."""
   import jax
   needed = sorted({n for s in sets + e2e_sets for n in s} | ({"mtcnn"} if FLAGS.startup else set()))
-  from drsf_jax import checkpoints
+  from drsf_jax.io import checkpoints
   have = all(os.path.exists(checkpoints.weights_path(n, weights_dir)) for n in needed)
   sources = {}
   if FLAGS.compare_torch or not have:
@@ -530,7 +531,7 @@ def targets_summary(result) -> dict:
 
 
 def _write(path, obj):
-  from drsf_jax import video
+  from drsf_jax.io import video
   video.write_json_atomic(path, obj)
 
 

@@ -49,7 +49,7 @@ flags.adopt_module_key_flags(cli)
 def make_frames(kind: str, n: int):
   import cv2
   import numpy as np
-  from drsf_jax import video
+  from drsf_jax.io import video
   src = os.path.join(os.environ.get("DRSF_SHARED_DIR") or os.path.join(
       os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared"), "data", "talking_head_a.mp4")
   frames = list(video.VideoReader(src, max_frames=n))
@@ -58,7 +58,7 @@ def make_frames(kind: str, n: int):
   if kind == "960-upscaled":
     return np.stack([cv2.resize(f, (960, 960), interpolation=cv2.INTER_CUBIC) for f in frames])
   if kind == "960-cabin":
-    from drsf_jax import samples
+    from drsf_jax.io import samples
     return samples.cabin_frames(np.stack(frames), 960, 960, 560, 420)
   raise cli.UserError(f"--inputs: unknown input {kind!r}")
 
@@ -66,7 +66,8 @@ def make_frames(kind: str, n: int):
 def step_time(frames, crop_local: bool):
   """Seconds per attack step and frame (median), and the window used."""
   import numpy as np
-  from drsf_jax import pipeline, temporal
+  from drsf_jax.deid import pipeline
+  from drsf_jax.deid import temporal
   cfg = pipeline.DeidConfig(detector=FLAGS.detector, gaze=FLAGS.gaze, batch_size=FLAGS.batch_size,
                             max_iter=FLAGS.steps, crop_local=crop_local, verify=False)
   names = cfg.victim_names
@@ -88,7 +89,8 @@ def step_time(frames, crop_local: bool):
 
 
 def deid_run(frames, crop_local: bool, tmp: str):
-  from drsf_jax import pipeline, video
+  from drsf_jax.deid import pipeline
+  from drsf_jax.io import video
   src = os.path.join(tmp, f"in_{frames.shape[1]}.mkv")
   if not os.path.exists(src):
     with video.VideoWriter(src, 30, (frames.shape[2], frames.shape[1])) as w:
@@ -111,7 +113,7 @@ def main(argv):
   del argv
   import jax
   if FLAGS.output:
-    from drsf_jax import outputs
+    from drsf_jax.io import outputs
     outputs.check([("output", FLAGS.output)], overwrite=FLAGS.overwrite)
   rows = []
   with tempfile.TemporaryDirectory(prefix="drsf_frame_size.") as tmp:
@@ -143,7 +145,7 @@ def main(argv):
           f"{f(r.get('landmark_px'), 2)} | {f(r.get('head_pose_deg'), 2)} | {f(r.get('gaze_deg'), 2)} | "
           f"{r.get('faces_lost', '–')} |")
   if FLAGS.output:
-    from drsf_jax import video
+    from drsf_jax.io import video
     video.write_json_atomic(FLAGS.output, doc, overwrite=FLAGS.overwrite)
     print(f"wrote {FLAGS.output}")
 

@@ -62,7 +62,8 @@ def _source_path() -> str:
 def write_clips(long_path: str, short_path: str) -> dict:
   """Writes the long clip and its first --short_s seconds (same frames) as H.264."""
   import numpy as np
-  from drsf_jax import samples, video
+  from drsf_jax.io import samples
+  from drsf_jax.io import video
   src = np.stack(list(video.VideoReader(_source_path())))
   n_long = int(round(FLAGS.duration_s * FLAGS.fps))
   n_short = int(round(FLAGS.short_s * FLAGS.fps))
@@ -149,7 +150,7 @@ def plot(doc: dict, path: str):
   ax.legend(loc="lower right")
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  from drsf_jax import outputs
+  from drsf_jax.io import outputs
   tmp = outputs.temp_path(path)
   fig.savefig(tmp, dpi=110, format="png")
   plt.close(fig)
@@ -158,7 +159,8 @@ def plot(doc: dict, path: str):
 
 def main(argv):
   del argv
-  from drsf_jax import outputs, video
+  from drsf_jax.io import outputs
+  from drsf_jax.io import video
   outputs.check([(k, v) for k, v in (("output", FLAGS.output), ("plot", FLAGS.plot)) if v],
                 overwrite=FLAGS.overwrite)
   with tempfile.TemporaryDirectory(prefix="drsf_memory.") as tmp:

@@ -45,7 +45,8 @@ _DEFAULT_INPUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 
 
 def parse_set(spec: str) -> dict:
-  from drsf_jax import detectors, victims  # pylint: disable=import-outside-toplevel
+  from drsf_jax.victims import detectors  # pylint: disable=import-outside-toplevel
+  from drsf_jax.victims import registry as victims
   parts = spec.split("+")
   det, rest = parts[0], parts[1:]
   if det not in detectors.DETECTORS:
@@ -62,7 +63,7 @@ def parse_set(spec: str) -> dict:
 
 
 def parse_codec(spec: str) -> tuple[str, int | None]:
-  from drsf_jax import video  # pylint: disable=import-outside-toplevel
+  from drsf_jax.io import video  # pylint: disable=import-outside-toplevel
   name, _, crf = spec.partition(":")
   if name not in video.CODECS or name == "png-seq":
     raise cli.UserError(f"--codecs {spec}: unknown codec {name!r}")
@@ -76,7 +77,10 @@ def _ext(codec: str) -> str:
 def measure(input_path, model_set, codecs, aware, tmp, cfg_kw, weights_dir, log):
   """Rows of utility per codec for one victim set (one attack, many encodings)."""
   import dataclasses  # pylint: disable=import-outside-toplevel
-  from drsf_jax import inference, metrics, pipeline, video  # pylint: disable=import-outside-toplevel
+  from drsf_jax.deid import pipeline
+  from drsf_jax.evaluation import metrics
+  from drsf_jax.io import video
+  from drsf_jax.victims import inference  # pylint: disable=import-outside-toplevel
   cfg = pipeline.DeidConfig(**model_set, **cfg_kw, verify=False, codec="ffv1", audio=False)
   d = pipeline.Deidentifier(cfg, weights_dir)
   predictor = inference.Predictor(cfg.detector, cfg.alignment, cfg.gaze, weights_dir, cfg.max_faces,
@@ -134,7 +138,8 @@ def measure(input_path, model_set, codecs, aware, tmp, cfg_kw, weights_dir, log)
 
 def write_outputs(doc, path):
   import json  # pylint: disable=import-outside-toplevel
-  from drsf_jax import outputs, video  # pylint: disable=import-outside-toplevel
+  from drsf_jax.io import outputs  # pylint: disable=import-outside-toplevel
+  from drsf_jax.io import video
   base = os.path.splitext(path)[0]
   lines = ["| victims | written as | kbit/s | IoU | landmarks px | head pose ° | gaze ° mean / p95 | faces lost |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -178,7 +183,7 @@ def main(argv):
   import tempfile  # pylint: disable=import-outside-toplevel
   import time  # pylint: disable=import-outside-toplevel
   from absl import logging  # pylint: disable=import-outside-toplevel
-  from drsf_jax import outputs  # pylint: disable=import-outside-toplevel
+  from drsf_jax.io import outputs  # pylint: disable=import-outside-toplevel
   input_path = FLAGS.input or _DEFAULT_INPUT
   outputs.check_input(input_path)
   base = os.path.splitext(FLAGS.output)[0]
@@ -187,7 +192,7 @@ def main(argv):
   sets = [parse_set(s) for s in FLAGS.sets]
   codecs = [parse_codec(c) for c in FLAGS.codecs]
   aware = [parse_codec(c) for c in FLAGS.codec_aware]
-  from drsf_jax import video  # pylint: disable=import-outside-toplevel
+  from drsf_jax.io import video  # pylint: disable=import-outside-toplevel
   for c, _ in aware:
     if c not in video.LOSSY_CODECS:
       raise cli.UserError(f"--codec_aware {c}: only the lossy codecs ({', '.join(video.LOSSY_CODECS)})")

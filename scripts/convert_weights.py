@@ -15,8 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # pylint: disable=g-import-not-at-top
 from absl import logging
 
-from drsf_jax import checkpoints
 from drsf_jax import cli
+from drsf_jax.io import checkpoints
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", None, sorted(checkpoints.MODEL_FAMILIES), "Model to convert.")
@@ -50,7 +50,7 @@ def _is_weights_file(path: str) -> bool:
 
 def _check_outputs(model: str) -> str:
   """The converted file's path, checked before torch is imported or anything is read."""
-  from drsf_jax import outputs
+  from drsf_jax.io import outputs
   wdir = checkpoints.weights_dir(FLAGS.weights_dir)
   if os.path.lexists(wdir) and not os.path.isdir(wdir):
     raise cli.UserError(f"--weights_dir {wdir} is a file, not a directory")

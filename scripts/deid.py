@@ -21,9 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # pylint: disable=g-import-not-at-top
 from absl import logging
 
-from drsf_jax import attacks
 from drsf_jax import cli
-from drsf_jax import pipeline
+from drsf_jax.deid import attacks
+from drsf_jax.deid import pipeline
 
 FLAGS = flags.FLAGS
 _D = pipeline.DeidConfig()
@@ -67,7 +67,7 @@ flags.DEFINE_bool("codec_aware", _D.codec_aware, "With a lossy --codec, run ever
                   "what survives the codec (README 'Codecs and the perturbation').")
 flags.DEFINE_bool("crop_local", _D.crop_local, "With --perturb face, run the victims on a window "
                   "around each batch's faces instead of the whole frame (same result within the "
-                  "tolerance of tests/crop_test.py; cost grows with the face, not the frame). MTCNN "
+                  "tolerance of tests/deid/crop_test.py; cost grows with the face, not the frame). MTCNN "
                   "always attacks whole frames.")
 flags.DEFINE_bool("audio", _D.audio, "Copy the input's audio into the output (stream copy where the "
                   "container takes the codec, else AAC; Opus in .webm); --noaudio drops it.")
@@ -162,7 +162,8 @@ def _sample_input(path):
   A different file there is replaced only with --overwrite (it may be the user's).
   """
   import numpy as np
-  from drsf_jax import samples, video
+  from drsf_jax.io import samples
+  from drsf_jax.io import video
   frames = samples.astronaut_clip()
   if os.path.lexists(path):
     try:
@@ -181,7 +182,7 @@ def _sample_input(path):
 
 
 def _corpus(cfg):
-  from drsf_jax import corpus  # pylint: disable=import-outside-toplevel
+  from drsf_jax.deid import corpus  # pylint: disable=import-outside-toplevel
   if any(v is not None for v in (FLAGS.input, FLAGS.output, FLAGS.report, FLAGS.preview)):
     raise cli.UserError("--input_list (corpus mode) excludes --input, --output, --report and --preview")
   if FLAGS.output_dir is None:

@@ -14,8 +14,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # pylint: disable=g-import-not-at-top
 
 from drsf_jax import cli
-from drsf_jax import detectors
-from drsf_jax import video
+from drsf_jax.io import video
+from drsf_jax.victims import detectors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Image or video (default: skimage's astronaut photo).")
@@ -29,7 +29,7 @@ flags.adopt_module_key_flags(cli)
 
 
 def main(argv):
-  from drsf_jax import outputs
+  from drsf_jax.io import outputs
   if FLAGS.input is not None:
     outputs.check_input(FLAGS.input)
   if FLAGS.output:

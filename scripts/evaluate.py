@@ -16,9 +16,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # pylint: disable=g-import-not-at-top
 
 from drsf_jax import cli
-from drsf_jax import metrics
-from drsf_jax import records
-from drsf_jax import video
+from drsf_jax.evaluation import metrics
+from drsf_jax.io import records
+from drsf_jax.io import video
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("reference", None, "Reference predictions JSON, or a video (runs inference).")
@@ -44,14 +44,15 @@ flags.adopt_module_key_flags(cli)
 def _load(path, predictor):
   if path.lower().endswith(".json"):
     return records.read(path)
-  from drsf_jax import inference
+  from drsf_jax.victims import inference
   return inference.run(path, predictor(), FLAGS.max_frames)
 
 
 def _privacy(ref_doc):
   """Privacy of the prediction video against the reference video (both must be videos)."""
   import numpy as np
-  from drsf_jax import privacy, report
+  from drsf_jax.deid import report
+  from drsf_jax.evaluation import privacy
   if FLAGS.reference.lower().endswith(".json") or FLAGS.prediction.lower().endswith(".json"):
     raise cli.UserError("--privacy needs the two videos (original and de-identified), not JSON files")
   n = len(ref_doc["frames"])
@@ -128,7 +129,7 @@ def output_paths():
 
 
 def main(argv):
-  from drsf_jax import outputs
+  from drsf_jax.io import outputs
   inputs = [FLAGS.reference, FLAGS.prediction,
             *(g for g in FLAGS.gallery if g != "skimage:astronaut" and not os.path.isdir(g))]
   for p in inputs:
@@ -139,7 +140,7 @@ def main(argv):
 
   def predictor():
     if "p" not in cache:
-      from drsf_jax import inference
+      from drsf_jax.victims import inference
       cache["p"] = inference.Predictor(FLAGS.detector, FLAGS.alignment, FLAGS.gaze, FLAGS.weights_dir)
     return cache["p"]
 

@@ -12,8 +12,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # pylint: disable=g-import-not-at-top
 
 from drsf_jax import cli
-from drsf_jax import inference
-from drsf_jax import records
+from drsf_jax.io import records
+from drsf_jax.victims import inference
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Input video.", short_name="i")
@@ -32,12 +32,12 @@ flags.adopt_module_key_flags(cli)
 
 
 def main(argv):
-  from drsf_jax import outputs
+  from drsf_jax.io import outputs
   outputs.check_input(FLAGS.input)
   outputs.check([("output", FLAGS.output)], [FLAGS.input, FLAGS.calibration], FLAGS.overwrite)
   pred = inference.Predictor(FLAGS.detector, FLAGS.alignment, FLAGS.gaze, FLAGS.weights_dir,
                              FLAGS.max_faces, FLAGS.calibration)
-  from drsf_jax import video
+  from drsf_jax.io import video
   total = len(video.VideoReader(FLAGS.input, max_frames=FLAGS.max_frames)) or None
   if FLAGS.progress:
     from tqdm import tqdm
@@ -58,7 +58,7 @@ def main(argv):
       lms = face["landmarks68"] or face["landmarks5"]
       print(f"  landmarks ({face['landmarks_source']}-point): " + " ".join(f"({x:.1f},{y:.1f})" for x, y in lms))
       if face["head_pose"]:
-        from drsf_jax import headpose
+        from drsf_jax.geometry import headpose
         import numpy as np
         e = headpose.head_pose_euler_deg(np.asarray(face["head_pose"]["rotation_vector"]))
         print(f"  head pose: rotation_vector {[round(v, 4) for v in face['head_pose']['rotation_vector']]} "

@@ -16,9 +16,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
-from drsf_jax import attacks
 from drsf_jax import cli
-from drsf_jax import obfuscation
+from drsf_jax.deid import attacks
+from drsf_jax.deid import obfuscation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Input video.", short_name="i")
@@ -46,7 +46,8 @@ def main(argv):
     obfuscation.parse_spec(level)
   if len(set(FLAGS.levels)) != len(FLAGS.levels):
     raise cli.UserError(f"--levels names a level twice: {','.join(FLAGS.levels)}")
-  from drsf_jax import outputs, report
+  from drsf_jax.deid import report
+  from drsf_jax.io import outputs
   inputs = [FLAGS.input, *(g for g in FLAGS.gallery if g != report.ASTRONAUT and not os.path.isdir(g))]
   for p in inputs:
     outputs.check_input(p)

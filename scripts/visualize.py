@@ -32,7 +32,11 @@ flags.adopt_module_key_flags(cli)
 
 
 def main(argv):
-  from drsf_jax import inference, outputs, records, video, visualize
+  from drsf_jax.evaluation import visualize
+  from drsf_jax.io import outputs
+  from drsf_jax.io import records
+  from drsf_jax.io import video
+  from drsf_jax.victims import inference
   outputs.check_input(FLAGS.input)
   is_image = FLAGS.input.lower().endswith(video.IMAGE_EXTS)
   if is_image:

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import read_frames, shared_file
+from tests.support import read_frames, shared_file
 
 
 def test_import_is_light_and_exports_the_api():
@@ -48,7 +48,7 @@ def test_uint8_and_float_frames_give_the_same_predictions(real_weights):
   model. infer(), Predictor and every loaded victim's predict() now take either dtype and
   give identical answers on real frames; 0..255 floats are refused."""
   import drsf_jax
-  from drsf_jax import inference
+  from drsf_jax.victims import inference
   src = shared_file("data", "talking_head_a.mp4")
   frames = read_frames(src, 4)
   a = drsf_jax.infer(frames, "retinaface", weights_dir=real_weights)
@@ -72,7 +72,7 @@ def test_uint8_and_float_frames_give_the_same_predictions(real_weights):
 
 def test_evaluate_takes_documents_or_paths(tmp_path):
   import drsf_jax
-  from drsf_jax import records
+  from drsf_jax.io import records
   face = {"box": [10.0, 12.0, 50.0, 60.0], "score": 0.99,
           "landmarks5": [[20.0, 30.0], [40.0, 30.0], [30.0, 40.0], [22.0, 50.0], [38.0, 50.0]],
           "landmarks_source": "5", "landmarks68": None, "head_pose": None, "gaze": None}

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, read_frames, shared_file
-from drsf_jax import video
+from tests.support import REPO, read_frames, shared_file
+from drsf_jax.io import video
 
 FRAMES = 6
 
@@ -336,7 +336,7 @@ def test_ctrl_c_leaves_nothing(work, assets, real_weights):
 # ---- the rule itself, in process (no subprocess, no model) ---------------------------------
 
 def test_hard_links_and_spellings_resolve_to_the_input(tmp_path):
-  from drsf_jax import outputs
+  from drsf_jax.io import outputs
   (tmp_path / "in.mkv").write_bytes(b"input")
   os.link(tmp_path / "in.mkv", tmp_path / "hard.mkv")
   for out in ("hard.mkv", "./in.mkv", "sub/../in.mkv"):
@@ -346,7 +346,7 @@ def test_hard_links_and_spellings_resolve_to_the_input(tmp_path):
 
 
 def test_commit_is_all_or_nothing_and_never_clobbers_without_overwrite(tmp_path):
-  from drsf_jax import outputs
+  from drsf_jax.io import outputs
   a, b = str(tmp_path / "a.json"), str(tmp_path / "b.mkv")
   outputs.check([("report", a), ("output", b)])
   ta, tb = outputs.temp_path(a), outputs.temp_path(b)
@@ -365,7 +365,7 @@ def test_commit_is_all_or_nothing_and_never_clobbers_without_overwrite(tmp_path)
 
 
 def test_stale_parts_of_this_output_only(tmp_path):
-  from drsf_jax import outputs
+  from drsf_jax.io import outputs
   names = [".o.abcdefgh.part.mkv", ".o.x.abcdefgh.part.mkv", ".o.abc.part.mkv", ".o.abcdefgh.part.json"]
   for n in names:
     (tmp_path / n).write_bytes(b"x")
@@ -377,7 +377,8 @@ def test_stale_parts_of_this_output_only(tmp_path):
 
 
 def test_float_settings_must_be_finite_and_in_range():
-  from drsf_jax import attacks, pipeline
+  from drsf_jax.deid import attacks
+  from drsf_jax.deid import pipeline
   for bad in (dict(eps=float("nan")), dict(eps=float("inf")), dict(alpha=float("nan")), dict(alpha=2.0),
               dict(lr=float("inf")), dict(lr=0.0), dict(mask_scale=float("nan")), dict(mask_scale=0.99),
               dict(mask_scale=float("inf")), dict(mask_scale=11.0)):

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, shared_file
+from tests.support import REPO, shared_file
 
 SCRIPT = os.path.join(REPO, "scripts", "benchmark.py")
 

@@ -15,7 +15,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from conftest import read_frames, shared_dir, shared_file
+from tests.support import read_frames, shared_dir, shared_file
 
 VICTIM_SETS = [("retinaface",), ("retinaface", "fan"), ("retinaface", "fan", "MPIIGaze"), ("mtcnn",)]
 EPS = 8 / 255
@@ -47,8 +47,9 @@ def setup(tmp_path_factory):
 def _jax_side(setup, names):
   """JAX victims' targets (in cascade order, as the pipeline does), x_obf and the perturbed x."""
   import jax.numpy as jnp
-  from drsf_jax import obfuscation
-  from drsf_jax import victims as victims_lib
+  from drsf_jax.deid import obfuscation
+  from drsf_jax.geometry import bbox
+  from drsf_jax.victims import registry as victims_lib
   key = tuple(names)
   if key in setup["cache"]:
     return setup["cache"][key]
@@ -60,7 +61,7 @@ def _jax_side(setup, names):
     # The PyTorch baseline ports MTCNN's fixed-crop loss; the pipeline's default adds
     # crops drawn at random (in JAX) every step, which the baseline does not reproduce.
     if n == "mtcnn":
-      from drsf_jax import detectors
+      from drsf_jax.victims import detectors
       return victims_lib._mtcnn_victim(n, detectors.load_detector(n, setup["wdir"]),  # pylint: disable=protected-access
                                        **victims_lib.MTCNN_NOMINAL_ONLY)
     return victims_lib.load_victim(n, setup["wdir"])
@@ -74,7 +75,7 @@ def _jax_side(setup, names):
     targets.append(v.targets(v.params, x, ctx))
     if v.annotate is not None:
       v.annotate(v.params, x, ctx)
-  regions = [obfuscation.face_regions(d["boxes"], x.shape[1:3]) for d in dets]
+  regions = [bbox.face_regions(d["boxes"], x.shape[1:3]) for d in dets]
   x_obf = obfuscation.obfuscate(x, regions, "pixelate_10")
   noise = np.random.default_rng(0).uniform(-4 / 255, 4 / 255, x.shape).astype(np.float32)
   x_pert = np.clip(x_obf + noise, 0.0, 1.0)
@@ -145,15 +146,15 @@ def _check_gaze_after_random_fan(setup, ts, t, x_pert, got, want):
   import jax.numpy as jnp
   import torch
   from benchmarks import torch_baselines
-  from drsf_jax import headpose
+  from drsf_jax.geometry import normalization
   from drsf_jax.models import gaze as gaze_models
-  from drsf_jax import victims as victims_lib
+  from drsf_jax.victims import registry as victims_lib
   assert np.all(np.abs(got - want) / np.abs(want) <= 1e-2), (got, want)
   v = victims_lib.load_victim("MPIIGaze", setup["wdir"])
   h = jnp.asarray(t["homography"])
   b, k, n = h.shape[:3]
   reps = jnp.repeat(jnp.asarray(x_pert), k * n, axis=0)
-  patches = headpose.normalize_gray_equalized(reps, h.reshape(-1, 3, 3),
+  patches = normalization.normalize_gray_equalized(reps, h.reshape(-1, 3, 3),
                                               jnp.asarray(t["lut"]).reshape(-1, 256), (36, 60),
                                               match_opencv=False).reshape(b * k, n, 36, 60, 1)
   py = jnp.asarray(t["head_pitch_yaw"]).reshape(b * k, n, 2)

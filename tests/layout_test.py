@@ -12,18 +12,26 @@ import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Lowest first. README, "Library map", says the same in words.
+# Lowest first: the subpackages, then the top-level interface modules. README ("Library
+# map") and each subpackage's __init__ docstring ("May import: ...") say the same.
 LAYERS = [
-    ("core", ["frames", "outputs", "geometry", "checkpoints", "obfuscation", "crop", "attacks",
-              "temporal", "models", "models.layers"]),
-    ("models", ["models.retinaface", "models.mtcnn", "models.fan", "models.gaze", "headpose"]),
-    ("io", ["video", "records", "samples"]),
-    ("victims", ["detectors", "victim_interface", "victims", "gaze_victims", "inference", "metrics",
-                 "visualize"]),
-    ("evaluation", ["privacy", "guard"]),
-    ("deid", ["pipeline", "corpus", "report"]),
+    ("geometry", ["geometry"]),
+    ("io", ["io"]),
+    ("models", ["models"]),
+    ("victims", ["victims"]),
+    ("evaluation", ["evaluation"]),
+    ("deid", ["deid"]),
     ("interface", ["api", "cli", ""]),  # "" is drsf_jax/__init__.py.
 ]
+
+
+def _layer(module: str) -> int | None:
+  """Index in LAYERS of a module (``deid.pipeline`` -> deid's), None when unplaced."""
+  for i, (_, owners) in enumerate(LAYERS):
+    for o in owners:
+      if module == o or (o and module.startswith(o + ".")):
+        return i
+  return None
 
 
 def _modules() -> dict[str, str]:
@@ -59,10 +67,22 @@ def _graph():
 
 def test_every_module_has_a_layer():
   modules, _ = _graph()
-  placed = [m for _, ms in LAYERS for m in ms]
-  assert len(placed) == len(set(placed))
-  assert sorted(set(modules) - set(placed)) == [], "place new modules in LAYERS (and README's map)"
-  assert sorted(set(placed) - set(modules)) == [], "LAYERS names modules that no longer exist"
+  assert sorted(m for m in modules if _layer(m) is None) == [], \
+      "place new modules in a subpackage of LAYERS (and README's map)"
+  top = sorted(m for m in modules if "." not in m and m and not os.path.isdir(
+      os.path.join(ROOT, "drsf_jax", m)))
+  assert top == ["api", "cli"], "only the interface lives at the top level: " + str(top)
+
+
+def test_each_subpackage_says_what_it_may_import():
+  """Each subpackage's docstring ends with "May import: <the layers below it>."."""
+  import importlib
+  for i, (name, _) in enumerate(LAYERS[:-1]):
+    doc = importlib.import_module(f"drsf_jax.{name}").__doc__ or ""
+    m = re.search(r"May import: ([^.]*)\.", doc)
+    assert m, f"drsf_jax/{name}/__init__.py: no 'May import: ...' line"
+    said = [w.strip() for w in m.group(1).split(",")] if i else []
+    assert said == [n for n, _ in LAYERS[:i]], (name, m.group(1))
 
 
 def test_no_import_cycle():
@@ -88,33 +108,53 @@ def test_no_import_cycle():
 
 def test_no_upward_import():
   _, graph = _graph()
-  rank = {m: i for i, (_, ms) in enumerate(LAYERS) for m in ms}
-  bad = [f"{m or '__init__'} ({LAYERS[rank[m]][0]}) imports {d} ({LAYERS[rank[d]][0]})"
-         for m, deps in graph.items() for d in deps if rank[d] > rank[m]]
+  bad = [f"{m or '__init__'} ({LAYERS[_layer(m)][0]}) imports {d} ({LAYERS[_layer(d)][0]})"
+         for m, deps in graph.items() for d in deps if _layer(d) > _layer(m)]
   assert not bad, bad
 
 
-def test_readme_library_map_matches_the_tree():
+def _readme_tree() -> tuple[set[str], set[str]]:
+  """The files and subpackages README's "Library map" draws under ``drsf_jax/``."""
   text = open(os.path.join(ROOT, "README.md")).read()
   block = text[text.index("## Library map"):]
   block = block[block.index("```") + 3:]
-  block = block[:block.index("```")]
-  named = {n for n in re.findall(r"(?<![\w/])([\w/]+\.py)", block)
-           if not n.startswith(("drsf_jax/", "scripts/", "tests/"))}
+  lines = block[:block.index("```")].strip("\n").split("\n")
+  assert lines[0] == "drsf_jax/"
+  files, dirs, cur = set(), set(), None
+  for ln in lines[1:]:
+    m = re.match(r"( *)([\w/.]+)", ln)
+    depth, name = len(m.group(1)), m.group(2)
+    if depth == 0:
+      break
+    if depth == 2 and name.endswith("/"):
+      cur = name[:-1]
+      dirs.add(cur)
+    elif depth == 2:
+      cur = None
+      files.add(name)
+    else:
+      assert depth == 4 and cur, ln
+      files.add(f"{cur}/{name}")
+  return files - {"__init__.py"}, dirs
+
+
+def test_readme_library_map_matches_the_tree():
+  files, dirs = _readme_tree()
   tree = {os.path.relpath(p, os.path.join(ROOT, "drsf_jax")).replace(os.sep, "/")
           for p in _modules().values() if not p.endswith("__init__.py")}
-  assert sorted(tree - named) == [], "modules missing from README's Library map"
-  assert sorted(named - tree) == [], "README's Library map names files that do not exist"
+  assert sorted(tree - files) == [], "modules missing from README's Library map"
+  assert sorted(files - tree) == [], "README's Library map names files that do not exist"
+  assert dirs == {n for n, _ in LAYERS[:-1]}, "README's subpackages differ from LAYERS"
 
 
 def test_the_checker_sees_a_cycle_and_an_upward_import(tmp_path):
   """The parser on a planted example: a deferred import counts."""
   a = tmp_path / "a.py"
-  a.write_text("def f():\n  from drsf_jax import pipeline\n  return pipeline\n")
-  assert _imports(str(a), {"pipeline": "", "video": ""}) == {"pipeline"}
+  a.write_text("def f():\n  from drsf_jax.deid import pipeline\n  return pipeline\n")
+  assert _imports(str(a), {"deid.pipeline": "", "io.video": ""}) == {"deid.pipeline"}
   b = tmp_path / "b.py"
-  b.write_text("from drsf_jax.models import fan\nimport drsf_jax.video\n")
-  assert _imports(str(b), {"models": "", "models.fan": "", "video": ""}) == {"models.fan", "video"}
+  b.write_text("from drsf_jax.models import fan\nimport drsf_jax.io.video\n")
+  assert _imports(str(b), {"models": "", "models.fan": "", "io.video": ""}) == {"models.fan", "io.video"}
 
 
 def test_benchmarks_package_has_no_cycle():

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, shared_file
+from tests.support import REPO, shared_file
 
 
 def run(script, *args, env=None):

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import jax
 
-from drsf_jax import checkpoints
+from drsf_jax.io import checkpoints
 from weights_conversion import common
 
 # sha256 -> (model, config overrides, description)

@@ -30,7 +30,7 @@ right/below ours, shrinking to ~0 at the bottom-right, plus up to one source pix
 where ``int()`` truncates a corner towards zero (measured on a 256x256 video frame with
 ``h`` = 284: 1.9 crop pixels at the top-left corner, 0.4 at the bottom-right; mean
 absolute difference of the two crops 3.2 grey levels on a face, while warping with the
-matrix of their convention reproduces their crop to 0.2 grey levels; tests/fan_test.py).
+matrix of their convention reproduces their crop to 0.2 grey levels; tests/models/fan_test.py).
 We keep the exact continuous transform because it is the one the decoder inverts (crop
 and decode are exact inverses), it has no integer corners (no jitter when the box moves
 by a fraction of a pixel between frames), and it is a plain affine warp.
@@ -42,7 +42,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from drsf_jax import geometry
+from drsf_jax.geometry import warping
 from drsf_jax.models import layers
 
 NUM_LANDMARKS = 68
@@ -238,7 +238,7 @@ def crop(frames, matrices, res: int = 256):
 
   Differentiable in ``frames``; pixels outside the frame are zero (as in face-alignment).
   """
-  return geometry.warp_affine_batch(frames, matrices, (res, res))
+  return warping.warp_affine_batch(frames, matrices, (res, res))
 
 
 # ---- heatmap decoding ----------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Gaze estimators of hysts/ptgaze in Flax: ``MPIIGaze``, ``MPIIFaceGaze``, ``ETH-XGaze``.
 
 All three regress the gaze direction as ``(pitch, yaw)`` in radians in the *normalised*
-camera frame (see ``drsf_jax.headpose`` for the normalisation warp):
+camera frame (see ``drsf_jax.geometry`` for the normalisation warp):
 
 * ``MPIIGaze`` -- ptgaze ``models/mpiigaze/resnet_preact.py``: a pre-activation
   ResNet-8 (base 16 channels, stages 16 -> 32 -> 64, one block per stage) on a 36x60
@@ -52,7 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from drsf_jax import headpose
+from drsf_jax.geometry import gaze_vectors
+from drsf_jax.geometry import normalization
 from drsf_jax.models.layers import BatchNorm2d, Conv2d, Linear, max_pool2d, nchw_flatten
 
 MPIIGAZE = "MPIIGaze"
@@ -286,31 +287,31 @@ def apply(variables, x: jax.Array, config: Mapping[str, Any],
 def equalize_hist_lut(gray_u8: np.ndarray) -> np.ndarray:
   """Host side: ``cv2.equalizeHist``'s look-up table(s) for uint8 gray patches.
 
-  :func:`drsf_jax.headpose.equalization_lut` per patch; (H, W) -> (256,), (B, H, W) ->
+  :func:`drsf_jax.geometry.normalization.equalization_lut` per patch; (H, W) -> (256,), (B, H, W) ->
   (B, 256), float32 values in [0, 255].
   """
   g = np.asarray(gray_u8)
   if g.dtype != np.uint8:
     raise ValueError(f"equalize_hist_lut needs uint8 patches, got {g.dtype}")
   if g.ndim == 3:
-    return np.stack([headpose.equalization_lut(p) for p in g])
+    return np.stack([normalization.equalization_lut(p) for p in g])
   if g.ndim != 2:
     raise ValueError(f"expected (H, W) or (B, H, W), got shape {g.shape}")
-  return headpose.equalization_lut(g)
+  return normalization.equalization_lut(g)
 
 
 def apply_intensity_lut(gray: jax.Array, lut: jax.Array) -> jax.Array:
-  """In-graph: a fixed 256-entry table, linearly interpolated (:func:`headpose.equalize_with_lut`).
+  """In-graph: a fixed 256-entry table, linearly interpolated (:func:`normalization.equalize_with_lut`).
 
   Exact at the 256 levels ``k / 255`` and differentiable (piecewise linear) in between;
   ``gray`` (B, H, W) or (B, H, W, 1) in [0, 1], ``lut`` (256,) or (B, 256).
   """
-  return headpose.equalize_with_lut(gray, jnp.asarray(lut, jnp.float32))
+  return normalization.equalize_with_lut(gray, jnp.asarray(lut, jnp.float32))
 
 
 def rgb_to_gray(images_rgb01: jax.Array) -> jax.Array:
   """(…, 3) RGB -> (…, 1) gray with OpenCV's BT.601 weights (no uint8 rounding)."""
-  return headpose.rgb_to_gray(images_rgb01)[..., None]
+  return normalization.rgb_to_gray(images_rgb01)[..., None]
 
 
 def preprocess(model: str, images_rgb01: jax.Array,
@@ -356,9 +357,9 @@ def preprocess(model: str, images_rgb01: jax.Array,
 # --------------------------------------------------------------------------------------
 # Outputs.
 # --------------------------------------------------------------------------------------
-# ptgaze's angle <-> vector conventions live in drsf_jax.headpose.
-gaze_vector = headpose.pitch_yaw_to_vector
-pitch_yaw_from_vector = headpose.vector_to_pitch_yaw
+# ptgaze's angle <-> vector conventions live in drsf_jax.geometry.
+gaze_vector = gaze_vectors.pitch_yaw_to_vector
+pitch_yaw_from_vector = gaze_vectors.vector_to_pitch_yaw
 
 
 _FLIP_YAW = (1.0, -1.0)

@@ -53,7 +53,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from drsf_jax import geometry
+
+from drsf_jax.geometry import bbox
 from drsf_jax.models import layers
 
 NETS = ("pnet", "rnet", "onet")
@@ -300,7 +301,7 @@ def crop_area(frames: jax.Array, boxes: jax.Array, size: int) -> jax.Array:
 
 def crop_bilinear(frames: jax.Array, boxes: jax.Array, size: int) -> jax.Array:
   """Bilinear crops of the same integer windows as :func:`crop_area` (pixel centres)."""
-  from drsf_jax import geometry  # pylint: disable=import-outside-toplevel
+  from drsf_jax.geometry import warping  # pylint: disable=import-outside-toplevel
   _, h, w, _ = frames.shape
   x0, y0, x1, y1 = crop_windows(jax.lax.stop_gradient(boxes), h, w)
   t = (jnp.arange(size, dtype=jnp.float32) + 0.5) / size
@@ -312,7 +313,7 @@ def crop_bilinear(frames: jax.Array, boxes: jax.Array, size: int) -> jax.Array:
   ys = jnp.clip(ys, 0.0, h - 1.0)
   gx = jnp.broadcast_to(xs[..., None, :], xs.shape[:-1] + (size, size))
   gy = jnp.broadcast_to(ys[..., :, None], ys.shape[:-1] + (size, size))
-  return jax.vmap(geometry.bilinear_sample)(frames, gx, gy)
+  return jax.vmap(warping.bilinear_sample)(frames, gx, gy)
 
 
 def landmarks_to_image(boxes, points):
@@ -732,7 +733,7 @@ def _frame_result(b: np.ndarray, lms: np.ndarray, onet_boxes: np.ndarray,
   }
 
 
-largest_face = geometry.largest_face
+largest_face = bbox.largest_face
 
 
 def stack_boxes(dets: Sequence[Mapping[str, np.ndarray]], k: int = 1,

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from drsf_jax import geometry
+from drsf_jax.geometry import bbox
 from drsf_jax.models import layers
 
 # BGR channel means subtracted from 0..255 pixel values (biubug6 detect.py).
@@ -519,4 +519,4 @@ def detect(variables, frames, config: Mapping[str, Any], confidence: float | Non
           for b, s, l in zip(boxes, scores, landmarks)]
 
 
-largest_face = geometry.largest_face
+largest_face = bbox.largest_face

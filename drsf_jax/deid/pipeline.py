@@ -1,0 +1,644 @@
+"""De-identification pipeline: targets -> obfuscate -> attack, one jitted step per batch.
+
+Two streaming passes over the video keep memory bounded (it does not grow with the video
+length): pass 1 runs the detector on the original frames and keeps only the small
+per-frame detections; missed frames are filled from their neighbours
+(:mod:`drsf_jax.deid.temporal`). Pass 2 decodes the frames again in batches, computes every
+authorized victim's targets on the originals, obfuscates every face, runs the attack
+(one ``jax.jit`` of :func:`drsf_jax.deid.attacks.optimize` per frame size; the last partial
+batch is padded so it does not recompile) and encodes the rounded result.
+"""
+
+import dataclasses
+import logging
+import math
+import os
+import platform
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from drsf_jax.deid import attacks
+from drsf_jax.deid import crop
+from drsf_jax.deid import obfuscation
+from drsf_jax.deid import temporal
+from drsf_jax.evaluation import guard
+from drsf_jax.geometry import bbox
+from drsf_jax.io import outputs
+from drsf_jax.io import video
+from drsf_jax.victims import detectors
+from drsf_jax.victims import registry as victims_lib
+
+REPORT_SCHEMA = "drsf-jax/deid-report/1"
+MAX_MASK_SCALE = 10.0  # --mask_scale bound: 10x the face box already covers a driver camera frame.
+
+# Per-frame stopping thresholds of the cascade, per victim kind (the loss scales differ).
+DEFAULT_THRESHOLDS = {"retinaface": 0.02, "retinaface_r50": 0.02, "mtcnn": 0.1,
+                      "fan": 1e-5, "MPIIGaze": 1e-4, "MPIIFaceGaze": 1e-4, "ETH-XGaze": 1e-4}
+
+
+PERTURB_MODES = ("face", "frame")
+
+
+def perturbation_mask(regions: list, shape_hw: tuple[int, int], margin: int = 0) -> np.ndarray:
+  """(B, H, W, 1) float32: 1 inside every face's obfuscated square grown by ``margin`` px.
+
+  ``regions``: per frame, the (N, 4) integer squares of :func:`bbox.face_regions`
+  (x1, y1, x2, y2, exclusive ends).
+  """
+  h, w = shape_hw
+  mask = np.zeros((len(regions), h, w, 1), np.float32)
+  for i, r in enumerate(regions):
+    for x1, y1, x2, y2 in np.asarray(r, np.int64).reshape(-1, 4):
+      mask[i, max(0, y1 - margin):min(h, y2 + margin), max(0, x1 - margin):min(w, x2 + margin)] = 1.0
+  return mask
+
+
+@dataclasses.dataclass
+class DeidConfig:
+  """Settings of one de-identification run (the CLI flags of ``scripts/deid.py``)."""
+  detector: str = "mtcnn"
+  alignment: str = "none"
+  gaze: str = "none"
+  attack: str = "adam"
+  deid: str = "pixelate_10"
+  eps: float = attacks.DEFAULT_EPS
+  alpha: float = attacks.DEFAULT_ALPHA
+  lr: float | None = None
+  max_iter: int = attacks.DEFAULT_MAX_ITER
+  batch_size: int = 8
+  max_faces: int = 1
+  mask_scale: float = 1.0
+  max_frames: int | None = None
+  codec: str = "ffv1"
+  # Quality of the lossy codecs (h264, h265, vp9): their CRF; None = video.DEFAULT_CRF.
+  crf: int | None = None
+  # Copy the input's audio into the output (stream copy where the container allows).
+  audio: bool = True
+  # With a lossy codec (h264, h265, vp9): the victims see every attack step through the
+  # real encoder (in memory, same settings as the output) and its gradient is taken as
+  # the identity (straight-through), so the loss is what survives the codec.
+  codec_aware: bool = True
+  # With --perturb face: the victims run on a window around the faces of each batch
+  # (drsf_jax/deid/crop.py) instead of the whole frame, when every victim allows it.
+  crop_local: bool = True
+  calibration: str | None = None
+  allow_no_face: bool = False
+  seed: int = 0
+  # Where the attack may change pixels: 'face' = inside the obfuscated squares (grown by
+  # perturb_margin pixels), every other pixel of the output equals the input exactly;
+  # 'frame' = anywhere (the original's behaviour).
+  perturb: str = "face"
+  perturb_margin: int = 0
+  # Decode the written output, run the authorized models on it as inference.py does and
+  # put the utility against the original into the report (the number users measure).
+  verify: bool = True
+  # Start each batch's attack from the previous batch's perturbation of its last frame,
+  # carried in face-aligned coordinates (each face's obfuscated square, resized to the
+  # new square) and clipped to the ε-ball around the new obfuscated frame.
+  warm_start: bool = True
+
+  def validate(self):
+    if self.perturb not in PERTURB_MODES:
+      raise ValueError(f"unknown perturb mode {self.perturb!r}; choose one of {', '.join(PERTURB_MODES)}")
+    if isinstance(self.perturb_margin, bool) or not isinstance(self.perturb_margin, int) or self.perturb_margin < 0:
+      raise ValueError(f"perturb_margin must be an integer >= 0 (pixels), got {self.perturb_margin!r}")
+    if self.detector not in detectors.DETECTORS:
+      raise ValueError(f"unknown detector {self.detector!r}; choose one of {', '.join(detectors.DETECTORS)}")
+    if self.alignment not in victims_lib.ALIGNMENTS:
+      raise ValueError(f"unknown alignment {self.alignment!r}; choose one of {', '.join(victims_lib.ALIGNMENTS)}")
+    if self.gaze not in victims_lib.GAZE_MODELS:
+      raise ValueError(f"unknown gaze model {self.gaze!r}; choose one of {', '.join(victims_lib.GAZE_MODELS)}")
+    for name in ("eps", "alpha", "lr", "mask_scale"):
+      v = getattr(self, name)
+      if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                            or not math.isfinite(v)):
+        raise ValueError(f"{name} must be a finite number, got {v}")
+    attacks.make_attack(self.attack, eps=self.eps, alpha=self.alpha, lr=self.lr)  # Raises.
+    obfuscation.parse_spec(self.deid)
+    if self.batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    if self.max_iter < 0:
+      raise ValueError(f"max_iter must be >= 0, got {self.max_iter}")
+    if self.max_faces < 1:
+      raise ValueError(f"max_faces must be >= 1, got {self.max_faces}")
+    # Below 1 the obfuscated square is smaller than the face box: face pixels stay as they
+    # were. Above MAX_MASK_SCALE it is no longer about the face (the frame is covered).
+    if not (math.isfinite(self.mask_scale) and 1.0 <= self.mask_scale <= MAX_MASK_SCALE):
+      raise ValueError(f"mask_scale must be in [1, {MAX_MASK_SCALE:g}] (below 1 the obfuscated square "
+                       f"is smaller than the face), got {self.mask_scale}")
+    if self.max_frames is not None and self.max_frames < 1:
+      raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+
+  @property
+  def victim_names(self) -> list[str]:
+    names = [self.detector]
+    if self.alignment != "none":
+      names.append(self.alignment)
+    if self.gaze != "none":
+      names.append(self.gaze)
+    return names
+
+
+class Deidentifier:
+  """Loaded victims plus the compiled attack for one configuration.
+
+  Reusable across videos of the same frame size (the attack compiles once per size).
+  """
+
+  def __init__(self, cfg: DeidConfig, weights_dir: str | None = None,
+               thresholds: dict[str, float] | None = None, loop: str | None = None):
+    cfg.validate()
+    self.cfg = cfg
+    self.victims = [victims_lib.load_victim(n, weights_dir) for n in cfg.victim_names]
+    th = dict(DEFAULT_THRESHOLDS)
+    th.update(thresholds or {})
+    self.thresholds = np.asarray([th[v.name] for v in self.victims], np.float32)
+    self.attack = attacks.make_attack(cfg.attack, eps=cfg.eps, alpha=cfg.alpha, lr=cfg.lr,
+                                      seed=cfg.seed)
+    vs = self.victims
+
+    codec_aware = cfg.codec_aware and cfg.codec in video.LOSSY_CODECS
+    self.codec_aware = codec_aware
+
+    def seen(x, batch):
+      _, mask, center = batch
+      return center + mask * (x - center)
+
+    def codec_delta(x, params, batch):
+      """On the host, between steps: what the run's codec does to the frames the victims
+      see (rounded to uint8, encoded and decoded in memory with the output's settings)."""
+      del params
+      _, mask, center = batch
+      mask, center = np.asarray(jax.device_get(mask)), np.asarray(jax.device_get(center))
+      a = center + mask * (x - center)
+      y = video.roundtrip(video.to_uint8(a), cfg.codec, cfg.crf).astype(np.float32) / 255.0
+      return y - a
+
+    def loss_fn(x, params, batch, delta=None):
+      # batch = (targets per victim, mask, obfuscated frames): the victims see the
+      # obfuscated frames changed only where the mask is 1, so the gradient outside the
+      # face is zero and so is every optimizer's update there. ``delta`` (codec-aware
+      # runs): the codec's change to these frames, added with an identity gradient
+      # (straight-through), so the losses are those of the decoded output.
+      x = seen(x, batch)
+      if delta is not None:
+        x = x + jax.lax.stop_gradient(delta)
+      return jnp.stack([v.loss(p, x, t) for v, p, t in zip(vs, params, batch[0])], axis=1)
+
+    self.loss_fn = loss_fn  # (x, params, batch) -> (B, V): what the attack minimises.
+
+    # XLA:CPU runs while_loop bodies ~1.6x slower than the same step jitted alone, so on
+    # CPU the steps are driven from Python; elsewhere the attack is one while_loop program.
+    # A codec-aware attack encodes on the host between steps: host loop on every backend.
+    self.loop = loop or ("host" if jax.default_backend() == "cpu" or codec_aware else "while")
+    if codec_aware and self.loop != "host":
+      raise ValueError("a codec-aware attack runs the host loop (the codec runs between steps)")
+    if self.loop == "host":
+      # Through a codec the detector's loss stays above its lossless threshold, so the
+      # cascade would never reach landmarks and gaze: all victims are descended at once.
+      host = attacks.make_host_loop(loss_fn, self.attack, cfg.max_iter,
+                                    host_delta=codec_delta if codec_aware else None,
+                                    cascade=not codec_aware)
+      # x: where the frames start; the ε-ball is centred on the obfuscated frames, batch[2].
+      self._run = lambda params, x, targets, thr: host(targets[2], thr, params, targets, x_start=x)
+    elif self.loop == "while":
+      self._run = jax.jit(lambda params, x, targets, thr: attacks.optimize(
+          lambda y: loss_fn(y, params, targets), targets[2], self.attack, cfg.max_iter, thr,
+          x_start=x))
+    else:
+      raise ValueError(f"loop must be 'host' or 'while', got {loop!r}")
+    self.camera = None  # Set per video (frame size, optional calibration).
+    self.reset()
+
+  def reset(self):
+    """Forgets the warm start: call before each new video (``deidentify`` does)."""
+    # Per face of the previous batch's last frame: its perturbation inside its obfuscated
+    # square (h, w, 3) float32, in the frame's coordinates. None: start from x_obf.
+    self._warm: list[np.ndarray] | None = None
+    self._last = None  # (x_obf, regions) of the last frame of the batch being attacked.
+
+  def warm_start_frames(self, x_obf: np.ndarray, regions: list) -> np.ndarray | None:
+    """Where the attack of a batch starts: ``x_obf`` plus the carried perturbation.
+
+    Face ``k`` of every frame gets the previous batch's face-``k`` perturbation resized
+    to its own obfuscated square (the pixelation cells are laid out relative to the
+    square, so they line up), then clipped to the ε-ball and [0, 1]. None without one.
+    """
+    if not (self.cfg.warm_start and self._warm):
+      return None
+    import cv2  # pylint: disable=import-outside-toplevel
+    delta = np.zeros_like(x_obf)
+    for i, r in enumerate(regions):
+      for k, (x1, y1, x2, y2) in enumerate(np.asarray(r, np.int64).reshape(-1, 4)[:len(self._warm)]):
+        if x2 > x1 and y2 > y1:
+          delta[i, y1:y2, x1:x2] = cv2.resize(self._warm[k], (int(x2 - x1), int(y2 - y1)),
+                                              interpolation=cv2.INTER_LINEAR)
+    eps = self.cfg.eps
+    return np.clip(x_obf + np.clip(delta, -eps, eps), 0.0, 1.0).astype(np.float32)
+
+  def remember(self, out_u8: np.ndarray):
+    """Keeps the perturbation of the batch's last frame (the written, rounded one)."""
+    if not self.cfg.warm_start or self._last is None:
+      return
+    x_obf, regions = self._last
+    d = out_u8.astype(np.float32) / 255.0 - x_obf
+    patches = [np.ascontiguousarray(d[y1:y2, x1:x2])
+               for x1, y1, x2, y2 in np.asarray(regions, np.int64).reshape(-1, 4) if x2 > x1 and y2 > y1]
+    self._warm = patches or None
+
+  def shard(self, tree):
+    """Places batch-leading arrays across local devices (a 1-D mesh over frames).
+
+    With one device this is the identity. With several, every leaf whose leading
+    dimension divides evenly is split across the ``frames`` mesh axis and the rest is
+    replicated; ``jit`` then runs each device's frames there (params are replicated).
+    """
+    devices = jax.local_devices()
+    if len(devices) == 1:
+      return tree
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
+    mesh = Mesh(np.asarray(devices), ("frames",))
+    split, whole = NamedSharding(mesh, P("frames")), NamedSharding(mesh, P())
+
+    def place(a):
+      a = jnp.asarray(a)
+      ok = a.ndim >= 1 and a.shape[0] % len(devices) == 0
+      return jax.device_put(a, split if ok else whole)
+
+    return jax.tree_util.tree_map(place, tree)
+
+  @property
+  def detector(self) -> victims_lib.Victim:
+    return self.victims[0]
+
+  # ---- pass 1 -------------------------------------------------------------------------
+  def detect_video(self, reader: video.VideoReader,
+                   progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Pass 1: host-side detections of every frame of ``reader`` (consumes it)."""
+    dets: list[dict] = []
+    batch: list[np.ndarray] = []
+    det = self.detector
+
+    def flush():
+      if batch:
+        x = np.stack(batch).astype(np.float32) / 255.0
+        dets.extend(det.predict(det.params, x))
+        if progress:
+          progress(len(batch))
+        batch.clear()
+
+    for frame in reader:
+      batch.append(frame)
+      if len(batch) == self.cfg.batch_size:
+        flush()
+    flush()
+    return dets
+
+  # ---- pass 2 -------------------------------------------------------------------------
+  def crop_window(self, dets: list[dict], frame_hw: tuple[int, int]):
+    """The batch's :class:`crop.Window`, or None for a full-frame attack."""
+    cfg = self.cfg
+    if not (cfg.crop_local and cfg.perturb == "face") or any(v.name not in crop.SUPPORTED
+                                                             for v in self.victims):
+      return None
+    regions = [bbox.face_regions(d["boxes"], frame_hw, cfg.mask_scale) for d in dets]
+    return crop.window(regions, [d["boxes"] for d in dets], frame_hw, perturb_margin=cfg.perturb_margin)
+
+  def prepare_batch(self, frames_u8: np.ndarray, dets: list[dict], win=None):
+    """Where the attack starts, and every victim's targets, the mask and the obfuscated
+    frames (sharded): ``(x_start, (targets, mask, x_obf))``. ``x_start`` is ``x_obf`` or,
+    with a warm start carried from the previous batch, inside its ε-ball.
+
+    ``win``: a :class:`crop.Window`: the victims' targets, the obfuscated frames and the
+    mask are those of the window (obfuscation is computed on the whole frame first, so its
+    cells are the frame's), the faces and camera in the window's coordinates.
+    """
+    cfg = self.cfg
+    x = frames_u8.astype(np.float32) / 255.0
+    regions = [bbox.face_regions(d["boxes"], x.shape[1:3], cfg.mask_scale) for d in dets]
+    x_obf = obfuscation.obfuscate(x, regions, cfg.deid)
+    if cfg.perturb == "face":
+      mask = perturbation_mask(regions, x.shape[1:3], cfg.perturb_margin)
+    else:
+      mask = np.ones(x.shape[:3] + (1,), np.float32)
+    x_start = self.warm_start_frames(x_obf, regions)
+    self._last = (x_obf[-1], regions[-1])
+    ctx = victims_lib.context_from_detections(dets, cfg.max_faces)
+    ctx.camera = self.camera
+    if win is not None:
+      if ctx.camera is None:  # The full frame's dummy camera, seen through the window.
+        from drsf_jax.geometry import cameras  # pylint: disable=import-outside-toplevel
+        ctx.camera = cameras.Camera.dummy(x.shape[2], x.shape[1])
+      ctx = crop.shift_context(ctx, win)
+      x, x_obf, mask = win.crop(x), win.crop(x_obf), win.crop(mask)
+      x_start = None if x_start is None else win.crop(x_start)
+    targets = []
+    for v in self.victims:  # Cascade order: detector, landmarks, gaze.
+      targets.append(v.targets(v.params, x, ctx))
+      if v.annotate is not None:
+        v.annotate(v.params, x, ctx, targets[-1])
+    x_obf = jnp.asarray(np.ascontiguousarray(x_obf))
+    x_in = x_obf if x_start is None else jnp.asarray(np.ascontiguousarray(x_start))
+    return self.shard((x_in, (targets, jnp.asarray(np.ascontiguousarray(mask)), x_obf)))
+
+  def attack_batch(self, frames_u8: np.ndarray, dets: list[dict]) -> tuple[np.ndarray, dict]:
+    """Obfuscates and attacks one batch; returns uint8 frames and per-batch statistics.
+
+    ``frames_u8`` has exactly ``batch_size`` frames (pad before calling); ``dets`` the
+    (filled) detections of each. With a crop window the attack runs on it and the result
+    is pasted into the obfuscated frames (outside the window nothing may change anyway).
+    """
+    win = self.crop_window(dets, frames_u8.shape[1:3])
+    x_in, batch = self.prepare_batch(frames_u8, dets, win)
+    params = [v.params for v in self.victims]
+    res = jax.device_get(self._run(params, x_in, batch, jnp.asarray(self.thresholds)))
+    _, mask, center = batch
+    mask, center = np.asarray(mask), np.asarray(center)  # Not the targets: only these two.
+    # Outside the mask the result is the obfuscated frame, which there equals the input
+    # frame, so the rounded output is bit-identical to the decoded input.
+    out = video.to_uint8(np.where(mask > 0, res.frames, center))
+    if win is not None:
+      out = win.paste(frames_u8, out)
+    self.remember(out[-1])
+    return out, {"iterations": np.asarray(res.iterations).tolist(),
+                 "losses": np.asarray(res.losses).tolist(),
+                 "stage": np.asarray(res.stage).tolist(),
+                 "window": None if win is None else [win.x0, win.y0, win.w, win.h]}
+
+
+def _pad_batch(frames: list[np.ndarray], dets: list[dict], size: int):
+  n = len(frames)
+  if n == size:
+    return np.stack(frames), list(dets), n
+  frames = frames + [frames[-1]] * (size - n)
+  dets = list(dets) + [dets[-1]] * (size - n)
+  return np.stack(frames), dets, n
+
+
+def default_report_path(output_path: str) -> str:
+  """The report beside the output: ``NAME.json`` (``NAME.json`` too for a PNG folder)."""
+  return os.path.splitext(os.path.abspath(output_path))[0] + ".json"
+
+
+def check_run(input_path: str, output_path: str, cfg: DeidConfig, report_path: str | None = None,
+              overwrite: bool = False, replaceable=(), preview_path: str | None = None) -> video.VideoReader:
+  """Everything about a run that can be checked before loading a model: the settings, the
+  input (opened: its frame size), the codec/container pair and the output-safety rule
+  (:mod:`drsf_jax.io.outputs`). Returns the opened reader."""
+  cfg.validate()
+  report_path = report_path or default_report_path(output_path)
+  outputs.check_input(input_path)
+  if cfg.calibration:
+    outputs.check_input(cfg.calibration, "calibration")
+  if preview_path and not preview_path.lower().endswith(".mp4"):
+    raise ValueError(f"--preview {preview_path}: the preview is an H.264 .mp4 (plays in any browser); "
+                     "give a path ending in .mp4")
+  outputs.check([("output", output_path), ("report", report_path)]
+                + ([("preview", preview_path)] if preview_path else []),
+                [input_path, cfg.calibration], overwrite=overwrite,
+                dirs=[output_path] if cfg.codec == "png-seq" else (), replaceable=replaceable)
+  video.check_codec(output_path, cfg.codec, crf=cfg.crf)
+  reader = video.VideoReader(input_path, max_frames=cfg.max_frames)
+  video.check_codec(output_path, cfg.codec, (reader.width, reader.height), cfg.crf)
+  return reader
+
+
+def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
+               weights_dir: str | None = None, report_path: str | None = None,
+               progress: bool = True, deidentifier: Deidentifier | None = None,
+               overwrite: bool = False, replaceable=(), preview_path: str | None = None) -> dict:
+  """De-identifies one video; writes the output and its JSON report together.
+
+  ``preview_path``: also write an H.264 MP4 with original | de-identified | the
+  authorized models' predictions on the de-identified frames, side by side.
+
+  Both are written to temporary names beside their final paths, checked
+  (:func:`verify_staged`), and only then renamed into place, report first; on any error
+  (or Ctrl-C) neither appears and the temporary files are removed. Raises
+  ``ValueError``/``FileNotFoundError`` with one-line messages on bad input, before any model
+  is loaded where the input allows. Existing files at ``output_path``/``report_path`` are
+  replaced only with ``overwrite`` (or when listed in ``replaceable``: corpus mode's own
+  outputs); an existing directory never.
+  """
+  t_start = time.time()
+  report_path = report_path or default_report_path(output_path)
+  reader = check_run(input_path, output_path, cfg, report_path, overwrite, replaceable, preview_path)
+  d = deidentifier or Deidentifier(cfg, weights_dir)
+  d.reset()  # No warm start carried over from another video.
+  bar = _progress_bar(progress)
+
+  width, height, fps = reader.width, reader.height, reader.fps
+  with bar(total=len(reader) or None, desc="detect", unit="frame") as pbar:
+    dets = d.detect_video(reader, pbar.update)
+  if any(v.kind == "gaze" for v in d.victims):
+    from drsf_jax.geometry import cameras  # pylint: disable=import-outside-toplevel
+    d.camera = cameras.make_camera(cfg.calibration, width, height)
+  n_frames = len(dets)
+  fill = temporal.fill(dets)  # Missed frames and faces lost for a few frames are filled.
+  filled, reused, no_face = fill.detections, fill.reused, fill.no_face
+  if no_face:
+    if not cfg.allow_no_face:
+      raise ValueError(f"{input_path}: no face detected by {cfg.detector} in any of {n_frames} frames; "
+                       "nothing written (pass --allow_no_face to copy such a video unchanged)")
+    logging.warning("%s: no face in any frame; writing it unchanged (--allow_no_face)", input_path)
+  # Refuse, before any attack or write, a spec that cannot obfuscate some face at its size.
+  obfuscation.check_effective(cfg.deid, [f["boxes"] for f in filled], (height, width), cfg.mask_scale)
+
+  batches = []
+  t_attack = 0.0
+  writer = video.VideoWriter(output_path, reader.rate or fps, (width, height), cfg.codec,
+                             overwrite=overwrite or bool(replaceable), crf=cfg.crf,
+                             time_base=reader.time_base, audio_from=input_path if cfg.audio else None,
+                             sample_aspect_ratio=reader.sample_aspect_ratio)
+  report_tmp = preview_tmp = None
+  try:
+    reader = video.VideoReader(input_path, max_frames=cfg.max_frames)
+    buf: list[np.ndarray] = []
+    start = 0
+    with bar(total=n_frames, desc="deid", unit="frame") as pbar:
+      def flush(buf, start):
+        nonlocal t_attack
+        outputs.raise_if_interrupted()
+        if not buf:
+          return
+        frames, bd, n = _pad_batch(buf, filled[start:start + len(buf)], cfg.batch_size)
+        if no_face:
+          out, stats = frames, {"iterations": [0] * n, "losses": [], "stage": []}
+        else:
+          t0 = time.time()
+          out, stats = d.attack_batch(frames, bd)
+          t_attack += time.time() - t0
+        for f in out[:n]:  # The input's own timestamps, frame by frame.
+          writer.write(f, reader.pts[writer.count])
+        stats = {k: (v if k == "window" else v[:n]) for k, v in stats.items()}
+        batches.append({"first_frame": start, "frames": n, **stats})
+        pbar.update(n)
+      for frame in reader:
+        buf.append(frame)
+        if len(buf) == cfg.batch_size:
+          flush(buf, start)
+          start += len(buf)
+          buf = []
+      flush(buf, start)
+    if writer.count != n_frames:
+      raise ValueError(f"{input_path}: decoded {writer.count} frames on the second pass, {n_frames} on the first")
+    video_tmp = writer.finish()
+    written = verify_staged(video_tmp, output_path, cfg, n_frames)
+    # Privacy guard on the decoded temporary output: every obfuscated face must differ.
+    guard_result = guard.check_video(input_path, video_tmp, filled)
+    verification = predictions = None
+    loaded = {v.name: v for v in d.victims}
+    if cfg.verify and not no_face:
+      verification, predictions = verify_output(input_path, video_tmp, cfg, weights_dir, progress,
+                                                loaded=loaded, return_predictions=True)
+    if preview_path:
+      from drsf_jax.evaluation import visualize  # pylint: disable=import-outside-toplevel
+      if predictions is None:
+        from drsf_jax.victims import inference  # pylint: disable=import-outside-toplevel
+        predictor = inference.Predictor(cfg.detector, cfg.alignment, cfg.gaze, weights_dir,
+                                        cfg.max_faces, cfg.calibration, loaded=loaded)
+        predictions = inference.run(video_tmp, predictor, batch_size=cfg.batch_size)
+      preview_tmp = visualize.write_preview(input_path, video_tmp, predictions, preview_path,
+                                            cfg.calibration, cfg.max_frames, overwrite)
+
+    wall = time.time() - t_start
+    report = {
+        "schema": REPORT_SCHEMA,
+        "input": os.path.abspath(input_path),
+        "output": os.path.abspath(output_path),
+        # fps: what the output holds (the writer clamps absurd rates, e.g. 90000 -> 30000);
+        # input_fps: what the input's container declares.
+        "video": {"width": width, "height": height,
+                  "fps": written["fps"] if written["fps"] is not None else fps, "input_fps": fps,
+                  "num_frames": n_frames, "rotation_applied": reader.rotation,
+                  "input_file": video.describe(input_path), "output_file": written["file"],
+                  "audio": writer.audio},
+        "settings": {**dataclasses.asdict(cfg), "victims": cfg.victim_names,
+                     "thresholds": dict(zip(cfg.victim_names, d.thresholds.tolist())),
+                     "attack_settings": d.attack.settings},
+        "models": {v.name: {"weights_sha256": v.meta.get("source_sha256"),
+                            "config": v.meta.get("config")} for v in d.victims},
+        "frames_reused_detection": reused,
+        "frames_tracked_faces": fill.tracked,
+        "frames_without_face": no_face,
+        "faces_per_frame": [int(len(x["boxes"])) for x in dets],
+        "privacy_guard": guard_result,
+        "verification": verification,
+        "batches": batches,
+        "summary": _summary(batches, cfg.victim_names, cfg.max_iter),
+        "wall_time_s": wall,
+        "attack_time_s": t_attack,
+        "frames_per_second": n_frames / wall if wall > 0 else None,
+        "environment": {"jax": jax.__version__, "backend": jax.default_backend(),
+                        "devices": [str(x) for x in jax.devices()],
+                        "local_devices": jax.local_device_count(),
+                        "process_index": jax.process_index(), "process_count": jax.process_count(),
+                        "python": platform.python_version()},
+    }
+    if no_face:
+      report["warning"] = "no face detected in any frame: the video was copied without obfuscation"
+    if not guard_result["passed"]:  # Leaves NAME.UNSAFE.ext + NAME.UNSAFE.json, raises.
+      guard.quarantine(video_tmp, report, output_path, report_path, overwrite)
+    report_tmp = video.stage_json(report_path, report)  # Raises on NaN/inf anywhere.
+    pairs = [(report_tmp, report_path), (video_tmp, os.path.abspath(output_path))]
+    if preview_tmp:
+      pairs.append((preview_tmp, os.path.abspath(preview_path)))
+    outputs.commit(pairs, overwrite=overwrite, replaceable=replaceable)
+  except BaseException:
+    writer.abort()
+    outputs.discard(report_tmp)
+    outputs.discard(preview_tmp)
+    raise
+  return report
+
+
+def verify_output(input_path: str, written: str, cfg: DeidConfig, weights_dir: str | None = None,
+                  progress: bool = False, loaded: dict | None = None,
+                  return_predictions: bool = False):
+  """What a user measures: the authorized models on the written file vs on the input.
+
+  Decodes ``written`` (the temporary output) and the input's first frames, runs the
+  authorized models on both exactly as ``scripts/inference.py`` does (their own
+  detections, head pose and gaze), and compares them with :func:`metrics.compare` (as
+  ``scripts/evaluate.py`` does). Returns the summary (IoU, landmark px, NME, head-pose
+  and gaze error in degrees, DiffScore), the frames where the authorized detector lost
+  the face, and the settings it ran with. A PNG-sequence output is read like a video.
+  ``loaded``: the run's victims by name (the same weights, not read again).
+  ``return_predictions``: also return the predictions document on ``written``.
+  """
+  from drsf_jax.evaluation import metrics  # pylint: disable=import-outside-toplevel
+  from drsf_jax.victims import inference  # pylint: disable=import-outside-toplevel
+  t0 = time.time()
+  predictor = inference.Predictor(cfg.detector, cfg.alignment, cfg.gaze, weights_dir,
+                                  cfg.max_faces, cfg.calibration, loaded=loaded)
+  bar = _progress_bar(progress)
+  with bar(total=None, desc="verify", unit="frame") as pbar:
+    ref = inference.run(input_path, predictor, max_frames=cfg.max_frames, batch_size=cfg.batch_size,
+                        progress=pbar.update)
+    got = inference.run(written, predictor, batch_size=cfg.batch_size, progress=pbar.update)
+  res = metrics.compare(ref, got)
+  out = {"summary": res["summary"],
+         "frames_face_lost": [r["frame_id"] for r in res["per_frame"] if r["missing_in_prediction"]],
+         "models": cfg.victim_names, "wall_time_s": time.time() - t0}
+  return (out, got) if return_predictions else out
+
+
+def verify_staged(video_tmp: str, output_path: str, cfg: DeidConfig, n_frames: int) -> dict:
+  """Checks the written (still temporary) output before anything is renamed into place.
+
+  Runs between "video written to its temporary name" and "report written, both renamed":
+  raising here aborts the run and neither file appears. Checked: the output decodes back
+  to every frame written (a container can accept frames it cannot store). Returns what
+  the report records about the written file (``fps``: the rate the container holds,
+  which the writer clamps, e.g. 90000 -> 30000; ``None`` for a PNG sequence).
+  """
+  frames, fps = video.probe(video_tmp)
+  if frames != n_frames:
+    raise ValueError(f"{output_path}: {cfg.codec} was given {n_frames} frames but {frames} "
+                     "decode back; nothing written")
+  info = video.describe(video_tmp)
+  info.pop("size_bytes", None)
+  if cfg.codec in video.LOSSY_CODECS:
+    info["crf"] = video.DEFAULT_CRF if cfg.crf is None else cfg.crf
+  return {"frames": frames, "fps": fps, "file": info}
+
+
+def _summary(batches: list[dict], names: list[str], max_iter: int) -> dict:
+  iters = [i for b in batches for i in b["iterations"]]
+  losses = [l for b in batches for l in b["losses"]]
+  stages = [s for b in batches for s in b["stage"]]
+  out = {"iterations_mean": float(np.mean(iters)) if iters else 0.0,
+         "frames_at_max_iter": int(sum(i >= max_iter for i in iters)),
+         "frames_converged": int(sum(s == len(names) for s in stages))}
+  if losses:
+    arr = np.asarray(losses)
+    out["final_loss_mean"] = {n: float(arr[:, j].mean()) for j, n in enumerate(names)}
+  return out
+
+
+def _progress_bar(enabled: bool):
+  if enabled:
+    try:
+      from tqdm import tqdm
+      return tqdm
+    except ImportError:
+      pass
+
+  class _Null:
+    def __init__(self, **_):
+      pass
+
+    def update(self, _):
+      pass
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *a):
+      return False
+
+  return _Null

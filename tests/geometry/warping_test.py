@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from tests.support import astronaut, read_frames, shared_file
-from drsf_jax.geometry import bbox
 from drsf_jax.geometry import warping
 
 
@@ -40,11 +39,3 @@ def test_warp_is_differentiable_and_batched():
   g = jax.grad(lambda x: jnp.sum(warping.warp_affine_batch(x, mats, (64, 64)) ** 2))(
       jnp.stack([img, img]))
   assert np.isfinite(np.asarray(g)).all() and float(jnp.abs(g).sum()) > 0
-
-
-def test_box_iou():
-  a = np.array([[0, 0, 10, 10], [5, 5, 15, 15]], float)
-  b = np.array([[0, 0, 10, 10], [10, 10, 20, 20], [0, 0, 5, 10]], float)
-  iou = bbox.box_iou(a, b)
-  np.testing.assert_allclose(iou[0], [1.0, 0.0, 0.5])
-  np.testing.assert_allclose(iou[1, 0], 25 / 175)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -123,7 +123,7 @@ def deidentify(input_path: str, output_path: str, *, weights_dir: str | None = N
 def infer(video_or_frames, detector: str = "retinaface", alignment: str = "none",
           gaze: str = "none", *, weights_dir: str | None = None, max_frames: int | None = None,
           max_faces: int = 1, calibration: str | None = None, batch_size: int = 8,
-          fps: float = 30.0) -> dict:
+          fps: float = 30.0, progress: Callable[[int], None] | None = None) -> dict:
   """Runs the authorized models, as ``scripts/inference.py`` does; returns predictions.
 
   Args:
@@ -135,6 +135,8 @@ def infer(video_or_frames, detector: str = "retinaface", alignment: str = "none"
     max_faces: faces per frame (largest first) that get landmarks68 / head pose / gaze.
     calibration: camera YAML (ptgaze format); default a dummy camera from the frame size.
     fps: recorded in the document when frames are given (a path records its own).
+    progress: called with the number of frames of each batch done (e.g. a tqdm bar's
+      ``update``).
 
   Returns:
     A validated schema-1 predictions document (boxes, 5 or 68 landmarks, head pose,
@@ -143,13 +145,14 @@ def infer(video_or_frames, detector: str = "retinaface", alignment: str = "none"
   from drsf_jax.victims import inference  # pylint: disable=import-outside-toplevel
   pred = inference.Predictor(detector, alignment, gaze, weights_dir, max_faces, calibration)
   if isinstance(video_or_frames, (str, os.PathLike)):
-    return inference.run(os.fspath(video_or_frames), pred, max_frames, batch_size)
+    return inference.run(os.fspath(video_or_frames), pred, max_frames, batch_size, progress)
   x = as_unit_frames(video_or_frames)
   if x.ndim != 4:
     raise ValueError(f"frames must be (T, H, W, 3), got shape {x.shape}")
   x = x[:max_frames] if max_frames is not None else x
   return inference.run_frames(x, pred, {"path": "<frames>", "width": int(x.shape[2]),
-                                        "height": int(x.shape[1]), "fps": float(fps)}, batch_size)
+                                        "height": int(x.shape[1]), "fps": float(fps)}, batch_size,
+                              progress)
 
 
 def evaluate(reference, prediction) -> dict:
@@ -169,7 +172,7 @@ def evaluate(reference, prediction) -> dict:
     ValueError: an invalid document, or videos of different sizes.
   """
   from drsf_jax.evaluation import metrics  # pylint: disable=import-outside-toplevel
-  from drsf_jax.io import records
+  from drsf_jax.io import records  # pylint: disable=import-outside-toplevel
 
   def load(doc, what):
     if isinstance(doc, (str, os.PathLike)):

@@ -13,6 +13,7 @@ With no --input it runs on an embedded sample built from scikit-image's astronau
       --coordinator_address host0:1234 --num_processes 2 --process_id 0     # on host 0
 """
 
+import dataclasses
 import os
 import sys
 
@@ -21,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # pylint: disable=g-import-not-at-top
 from absl import logging
 
+import drsf_jax
 from drsf_jax import cli
 from drsf_jax.deid import attacks
 from drsf_jax.deid import pipeline
@@ -121,8 +123,9 @@ def main(argv):
     logging.warning("lossy codec %s: part of the adversarial perturbation is lost in encoding "
                     "(README 'Codecs' has the measured utility per codec and CRF)", FLAGS.codec)
   report_path = FLAGS.report or pipeline.default_report_path(out)
-  report = pipeline.deidentify(src, out, cfg, FLAGS.weights_dir, report_path, progress=FLAGS.progress,
-                               overwrite=FLAGS.overwrite, preview_path=FLAGS.preview)
+  report = drsf_jax.deidentify(src, out, weights_dir=FLAGS.weights_dir, report_path=report_path,
+                               preview_path=FLAGS.preview, overwrite=FLAGS.overwrite,
+                               progress=FLAGS.progress, **dataclasses.asdict(cfg))
   s = report["summary"]
   print(f"wrote {report['output']} ({report['video']['num_frames']} frames, "
         f"{report['frames_per_second']:.2f} frames/s)")

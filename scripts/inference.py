@@ -4,6 +4,7 @@
       --detector retinaface --gaze MPIIGaze --max_frames 64
 """
 
+import functools
 import os
 import sys
 
@@ -11,9 +12,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
+import drsf_jax
 from drsf_jax import cli
 from drsf_jax.io import records
-from drsf_jax.victims import inference
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Input video.", short_name="i")
@@ -35,16 +36,18 @@ def main(argv):
   from drsf_jax.io import outputs
   outputs.check_input(FLAGS.input)
   outputs.check([("output", FLAGS.output)], [FLAGS.input, FLAGS.calibration], FLAGS.overwrite)
-  pred = inference.Predictor(FLAGS.detector, FLAGS.alignment, FLAGS.gaze, FLAGS.weights_dir,
-                             FLAGS.max_faces, FLAGS.calibration)
   from drsf_jax.io import video
   total = len(video.VideoReader(FLAGS.input, max_frames=FLAGS.max_frames)) or None
+  infer = functools.partial(
+      drsf_jax.infer, FLAGS.input, FLAGS.detector, FLAGS.alignment, FLAGS.gaze,
+      weights_dir=FLAGS.weights_dir, max_frames=FLAGS.max_frames, max_faces=FLAGS.max_faces,
+      calibration=FLAGS.calibration, batch_size=FLAGS.batch_size)
   if FLAGS.progress:
     from tqdm import tqdm
     with tqdm(total=total, desc="inference", unit="frame") as bar:
-      doc = inference.run(FLAGS.input, pred, FLAGS.max_frames, FLAGS.batch_size, bar.update)
+      doc = infer(progress=bar.update)
   else:
-    doc = inference.run(FLAGS.input, pred, FLAGS.max_frames, FLAGS.batch_size)
+    doc = infer()
   records.validate(doc, FLAGS.output)
   video.write_json_atomic(FLAGS.output, doc, overwrite=FLAGS.overwrite)
   n_faces = sum(len(f["faces"]) for f in doc["frames"])

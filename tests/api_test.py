@@ -53,7 +53,10 @@ def test_uint8_and_float_frames_give_the_same_predictions(real_weights):
   frames = read_frames(src, 4)
   a = drsf_jax.infer(frames, "retinaface", weights_dir=real_weights)
   b = drsf_jax.infer(frames.astype(np.float32) / 255.0, "retinaface", weights_dir=real_weights)
-  c = drsf_jax.infer(src, "retinaface", weights_dir=real_weights, max_frames=4)
+  done = []
+  c = drsf_jax.infer(src, "retinaface", weights_dir=real_weights, max_frames=4, batch_size=3,
+                     progress=done.append)
+  assert done == [3, 1]  # The progress callback sees each batch (scripts/inference.py's bar).
   assert all(len(fr["faces"]) == 1 for fr in a["frames"])
   assert a["frames"] == b["frames"] == c["frames"]
   with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):

@@ -1,46 +1,23 @@
-"""Head pose and ptgaze-style gaze normalisation (host geometry + differentiable warps).
+"""Head pose: a 3D face template fitted to 2D landmarks with ``cv2.solvePnP``, as ptgaze.
 
-This module reproduces the geometry of hysts' ptgaze (v0.3.0): fitting a 3D face
-template to 2D landmarks with ``cv2.solvePnP``, computing the face and eye centres,
-the normalising rotation and homography of ``HeadPoseNormalizer`` (Zhang et al.,
-"Revisiting data normalization for appearance-based gaze estimation", ETRA 2018), and
-the conversion of predicted (pitch, yaw) back to a gaze vector in camera coordinates.
-
-Split of the work:
-
-* Host side (numpy / OpenCV, once per frame, outside the attack loop): :class:`Camera`,
-  :func:`estimate_head_pose`, :func:`face_centers`, :func:`normalizing_matrix`,
-  :func:`normalization_geometry`, :func:`normalize_host`, :func:`normalize_eye_host`,
-  :func:`equalization_lut`, :func:`head_pose_euler_deg`. Their outputs (homographies,
-  rotations, look-up tables) are fixed data for the loss.
-* Inside the loss (jnp, differentiable in the frames): :func:`normalize`,
-  :func:`normalize_gray_equalized` (MPIIGaze eye patches; :func:`rgb_to_gray`,
-  :func:`equalize_with_lut`), :func:`pitch_yaw_to_vector`, :func:`vector_to_pitch_yaw`,
-  :func:`denormalize_gaze`, :func:`angle_between_deg`.
-
-Normalised cameras (:data:`PRESETS`, from ptgaze's configs): ETH-XGaze 224x224, f = 960,
-distance 0.6 m, face centre from eye corners + nose; MPIIFaceGaze 224x224, f = 1600,
-distance **1.0** m, face centre from eye corners + mouth; MPIIGaze one 60x36 (w x h)
-patch per eye, f = 960, distance 0.6 m, grayscale + ``cv2.equalizeHist``. Sizes are
-given as ``size_hw = (height, width)`` throughout, like array shapes.
+Reproduces hysts' ptgaze (v0.3.0): :func:`estimate_head_pose` fits the 68-point template
+of :mod:`drsf_jax.geometry.face_model` (or its 5-point subset, when a detector's 5
+landmarks are all there is) to image landmarks through a camera
+(:mod:`drsf_jax.geometry.cameras`); :class:`HeadPose` holds the rotation vector and translation (metres) and
+places the full 68-point template for the normalisation of
+:mod:`drsf_jax.geometry.normalization`; :func:`head_pose_euler_deg` gives pitch, yaw and
+roll for people to read. Host side (NumPy / OpenCV), once per frame, outside the attack
+loop.
 
 Coordinate conventions (as ptgaze): camera coordinates have X to the right *as seen
 from the camera* (image right), Y down, Z forward (into the scene), in metres. The face
 template has its axes aligned with the camera when the face looks straight into the
 camera (identity head rotation); the face looks along its own -Z. "Right eye" (``reye``)
 is the **subject's** right eye, which appears on the **image-left** side (68-point
-indices 36-41); "left eye" (``leye``) is the subject's left eye, on the image right
-(indices 42-47).
-
-5-point landmarks: RetinaFace (biubug6) and MTCNN (facenet-pytorch) both return
-``[eye on the image left, eye on the image right, nose tip, mouth corner on the image
-left, mouth corner on the image right]`` in image pixel coordinates, i.e. for a
-frontal, upright face ``[subject's right eye, subject's left eye, nose, subject's right
-mouth corner, subject's left mouth corner]``. :data:`FACE_MODEL_5` is ordered the same
-way, so those detector outputs can be passed unchanged (no mirroring or reordering).
-Its eye points are the means of the template's 6 eye-contour points (the detectors mark
-roughly the eye centre / pupil); the face and eye *centres* used for normalisation are
-always taken from the full 68-point template placed with the fitted pose.
+indices 36-41). 5-point landmarks from RetinaFace (biubug6) and MTCNN (facenet-pytorch)
+are in the template's 5-point order already (``[eye on the image left, eye on the image
+right, nose tip, mouth corner on the image left, mouth corner on the image right]``), so
+they are passed unchanged.
 """
 
 from typing import NamedTuple

@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 
 
-
 def bilinear_sample(image: jax.Array, xs: jax.Array, ys: jax.Array) -> jax.Array:
   """Samples ``image`` (H, W, C) at float coordinates ``xs``, ``ys`` (any equal shape).
 

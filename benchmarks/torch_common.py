@@ -5,7 +5,7 @@ as batch-face ships it, ``face_alignment.models.FAN``, ptgaze's ``resnet_preact`
 facenet-pytorch's P/R/ONet), in eval mode, loaded from the very files that
 :func:`prepare_weights` converts into the JAX weights directory.
 
-Sampling conventions mirror :mod:`drsf_jax.geometry` (OpenCV's: a matrix maps source
+Sampling conventions mirror :mod:`drsf_jax.geometry.warping` (OpenCV's: a matrix maps source
 pixel coordinates, pixel centres at integers, to destination pixels; bilinear; every
 out-of-image neighbour contributes zero): :func:`warp_perspective` uses
 ``F.grid_sample(align_corners=True, padding_mode='zeros')``, whose normalised coordinate

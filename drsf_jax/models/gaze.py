@@ -1,7 +1,7 @@
 """Gaze estimators of hysts/ptgaze in Flax: ``MPIIGaze``, ``MPIIFaceGaze``, ``ETH-XGaze``.
 
 All three regress the gaze direction as ``(pitch, yaw)`` in radians in the *normalised*
-camera frame (see ``drsf_jax.geometry`` for the normalisation warp):
+camera frame (see ``drsf_jax.geometry.normalization`` for the normalisation warp):
 
 * ``MPIIGaze`` -- ptgaze ``models/mpiigaze/resnet_preact.py``: a pre-activation
   ResNet-8 (base 16 channels, stages 16 -> 32 -> 64, one block per stage) on a 36x60

@@ -14,7 +14,6 @@ from absl import flags  # pylint: disable=g-import-not-at-top
 
 import drsf_jax
 from drsf_jax import cli
-from drsf_jax.io import records
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Input video.", short_name="i")
@@ -48,7 +47,6 @@ def main(argv):
       doc = infer(progress=bar.update)
   else:
     doc = infer()
-  records.validate(doc, FLAGS.output)
   video.write_json_atomic(FLAGS.output, doc, overwrite=FLAGS.overwrite)
   n_faces = sum(len(f["faces"]) for f in doc["frames"])
   print(f"wrote {FLAGS.output}: {doc['video']['num_frames']} frames, {n_faces} faces, "

@@ -92,6 +92,23 @@ flags.DEFINE_bool("verify", _D.verify, "Decode the written output, run the autho
                   "skips it).")
 flags.DEFINE_integer("perturb_margin", _D.perturb_margin, "Pixels around each obfuscated square the "
                      "attack may also change (--perturb face).")
+flags.DEFINE_enum("stop", _D.stop, list(pipeline.STOP_MODES),
+                  "When a frame's attack stops: 'metrics' = every --check_every steps the authorized "
+                  "models run on the frame as it will be written (8 bits, through the codec), as "
+                  "inference.py runs them, and the frame stops once they agree with their reading of "
+                  "the original within --stop_iou / --stop_landmarks_px / --stop_head_pose_deg / "
+                  "--stop_gaze_deg; 'loss' = every victim's loss under its raw threshold (the "
+                  "original's rule; also what the while_loop program on accelerators uses); "
+                  "'either' = whichever comes first. A frame the check never passes ends at the "
+                  "best state a check saw.")
+flags.DEFINE_float("stop_iou", _D.stop_iou, "--stop metrics: box IoU against the original's box, at least.")
+flags.DEFINE_float("stop_landmarks_px", _D.stop_landmarks_px, "--stop metrics: mean landmark error in "
+                   "pixels, at most (68 points with --alignment fan, else the detector's 5).")
+flags.DEFINE_float("stop_head_pose_deg", _D.stop_head_pose_deg, "--stop metrics: head-pose angle in "
+                   "degrees, at most (tested when a gaze model or FAN is authorized).")
+flags.DEFINE_float("stop_gaze_deg", _D.stop_gaze_deg, "--stop metrics: gaze angle in degrees, at most "
+                   "(tested when a gaze model is authorized).")
+flags.DEFINE_integer("check_every", _D.check_every, "--stop metrics: attack steps between two checks.")
 cli.define_cache_flag()
 flags.adopt_module_key_flags(cli)
 
@@ -105,7 +122,9 @@ def main(argv):
       codec_aware=FLAGS.codec_aware, crop_local=FLAGS.crop_local, calibration=FLAGS.calibration,
       allow_no_face=FLAGS.allow_no_face, seed=FLAGS.seed, perturb=FLAGS.perturb,
       perturb_margin=FLAGS.perturb_margin, verify=FLAGS.verify,
-      warm_start=FLAGS.warm_start)
+      warm_start=FLAGS.warm_start, stop=FLAGS.stop, stop_iou=FLAGS.stop_iou,
+      stop_landmarks_px=FLAGS.stop_landmarks_px, stop_head_pose_deg=FLAGS.stop_head_pose_deg,
+      stop_gaze_deg=FLAGS.stop_gaze_deg, check_every=FLAGS.check_every)
   cfg.validate()
   if FLAGS.input_list is not None:
     return _corpus(cfg)
@@ -133,7 +152,8 @@ def main(argv):
   if FLAGS.preview:
     print(f"preview {os.path.abspath(FLAGS.preview)}")
   print(f"victims {', '.join(cfg.victim_names)}; attack {cfg.attack}; deid {cfg.deid}; "
-        f"mean iterations {s['iterations_mean']:.1f}, converged {s['frames_converged']}/{report['video']['num_frames']}")
+        f"mean iterations {s['iterations_mean']:.1f}, frames within the stop "
+        f"{s['frames_met_stop'] if report['settings']['stop_applied'] == 'metrics' else s['frames_converged']}/{report['video']['num_frames']}")
   if report["frames_reused_detection"]:
     print(f"frames where the detector missed and neighbouring detections were reused: "
           f"{report['frames_reused_detection']}")

@@ -263,6 +263,9 @@ class LoopResult(NamedTuple):
   iterations: jax.Array  # (B,) steps each frame took before it stopped.
   losses: jax.Array      # (B, V) per-victim losses at the returned frames.
   stage: jax.Array       # (B,) cascade stage reached (V = every victim under threshold).
+  # (B,) bool: the host check (make_host_loop's ``check``) passed and stopped the frame;
+  # all False without a check.
+  met: jax.Array | None = None
 
 
 def cascade_stage(losses: jax.Array, thresholds: jax.Array) -> jax.Array:
@@ -278,11 +281,16 @@ class _Loop(NamedTuple):
   finish: Callable[[tuple], LoopResult]
 
 
-def _loop_parts(loss_fn, attack: Attack, max_iter: int, thresholds, cascade: bool = True) -> _Loop:
+def _loop_parts(loss_fn, attack: Attack, max_iter: int, thresholds, cascade: bool = True,
+                loss_stops: bool = True) -> _Loop:
   """The pieces shared by :func:`optimize` (while_loop) and :func:`optimize_host`.
 
   ``cascade=False``: every victim's loss is descended from the first step (a frame still
-  stops when all are under their thresholds).
+  stops when all are under their thresholds). ``loss_stops=False``: a frame stops only
+  when marked done (the carry's ``done``, set by the host check of
+  :func:`make_host_loop`); the thresholds still weight the cascade.
+
+  The carry: ``(step, frames, optimizer state, stage, iterations, done, thresholds)``.
   """
 
   def losses_of(x):
@@ -317,31 +325,35 @@ def _loop_parts(loss_fn, attack: Attack, max_iter: int, thresholds, cascade: boo
     state = attack.tx.init(x_obf)
     x = x_obf if x_start is None else x_start
     return (jnp.zeros([], jnp.int32), x, state, jnp.zeros((b,), jnp.int32),
-            jnp.zeros((b,), jnp.int32), thr)
+            jnp.zeros((b,), jnp.int32), jnp.zeros((b,), bool), thr)
+
+  def moving(stage, done, v):
+    return ~done & (stage < v) if loss_stops else ~done
 
   def cond(c):
-    i, _, _, stage, _, thr = c
-    return (i < max_iter) & jnp.any(stage < thr.shape[0])
+    i, _, _, stage, _, done, thr = c
+    return (i < max_iter) & jnp.any(moving(stage, done, thr.shape[0]))
 
   def body(c):
     # One forward + backward per step: the losses at x decide the stage (and whether the
     # frame is done) and come out of the same pass as the gradient. Look-ahead attacks
     # evaluate the gradient elsewhere and pay one extra forward for the stage.
-    i, x, state, _, iters, thr = c
+    i, x, state, _, iters, done, thr = c
     if attack.lookahead is None:
       g, (_, stage) = grad_fn(x, thr)
     else:
       stage = cascade_stage(losses_of(x), thr)
       g, _ = grad_fn(attack.lookahead(x, state), thr, stage)
-    active = stage < thr.shape[0]
+    active = moving(stage, done, thr.shape[0])
     updates, state = attack.tx.update(g, state, x)
     mask = active.reshape((x.shape[0],) + (1,) * (x.ndim - 1)).astype(x.dtype)
-    return i + 1, x + updates * mask, state, stage, iters + active.astype(jnp.int32), thr
+    return i + 1, x + updates * mask, state, stage, iters + active.astype(jnp.int32), done, thr
 
   def finish(c):
-    _, x, _, _, iters, thr = c
+    _, x, _, _, iters, done, thr = c
     losses = losses_of(x)
-    return LoopResult(frames=x, iterations=iters, losses=losses, stage=cascade_stage(losses, thr))
+    return LoopResult(frames=x, iterations=iters, losses=losses, stage=cascade_stage(losses, thr),
+                      met=done)
 
   return _Loop(init, cond, body, finish)
 
@@ -376,7 +388,9 @@ def optimize(loss_fn: Callable[[jax.Array], jax.Array], x_obf: jax.Array, attack
 
 
 def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: int,
-                   host_delta: Callable[..., np.ndarray] | None = None, cascade: bool = True):
+                   host_delta: Callable[..., np.ndarray] | None = None, cascade: bool = True,
+                   check: Callable[..., np.ndarray] | None = None, check_every: int = 5,
+                   loss_stops: bool = True):
   """Jitted pieces for :func:`optimize_host`, reusable across batches of one shape.
 
   ``loss_fn(frames, *args)`` takes the batch's data (e.g. params and targets) as extra
@@ -390,10 +404,21 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
   Done between steps on the host rather than as a callback inside the step, so the
   compiled step never waits on Python (a ``pure_callback`` there deadlocked XLA:CPU on one
   core). ``cascade=False``: see :func:`_loop_parts`.
+
+  ``check(frames_np, moving) -> (B,) float``: a host score of the current frames (e.g.
+  the authorized models run on them as inference runs them, their worst error as a
+  fraction of its tolerance), called before the first step and every ``check_every``
+  steps while some frame still moves. A frame scoring ``<= 1`` stops there for good
+  (``LoopResult.met``). A frame that never does ends at its best-scored checked state
+  (the final state is scored too): past its loss thresholds the optimizer wanders, and
+  the best state it was seen in is what the check vouches for. ``loss_stops=False``:
+  only the check stops a frame (the loss thresholds then only weight the cascade).
   """
+  if check_every < 1:
+    raise ValueError(f"check_every must be >= 1, got {check_every}")
 
   def parts(thresholds, args):
-    return _loop_parts(lambda x: loss_fn(x, *args), attack, max_iter, thresholds, cascade)
+    return _loop_parts(lambda x: loss_fn(x, *args), attack, max_iter, thresholds, cascade, loss_stops)
 
   init = jax.jit(lambda x, thr, args, x_start=None: parts(thr, args).init(x, x_start))
   body = jax.jit(lambda c, args: parts(c[-1], args).body(c), donate_argnums=(0,))
@@ -405,12 +430,43 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
     x = np.asarray(jax.device_get(c[1]))
     return args + (jnp.asarray(host_delta(x, *args), x.dtype),)
 
+  def moving(c):
+    done = np.asarray(c[5])
+    return ~done & (np.asarray(c[3]) < c[-1].shape[0]) if loss_stops else ~done
+
+  def scored(c, m, best):
+    """Runs the check on the moving frames ``m``; returns (passed, frames, scores)."""
+    x = np.asarray(jax.device_get(c[1]))
+    score = np.where(m, np.asarray(check(x, m), np.float64), np.inf)
+    better = score < best[1]
+    if better.any():
+      best[0] = x.copy() if best[0] is None else np.where(better[:, None, None, None], x, best[0])
+      best[1] = np.where(better, score, best[1])
+    return score <= 1.0
+
   def run(x_obf, thresholds, *args, x_start=None):
     c = init(x_obf, thresholds, args + ((jnp.zeros_like(x_obf),) if host_delta else ()), x_start)
-    for _ in range(max_iter):
-      if not bool(jnp.any(c[3] < c[-1].shape[0])):
+    best = [None, np.full((x_obf.shape[0],), np.inf)]  # Best checked frames and their scores.
+    for step in range(max_iter):
+      m = moving(c)
+      if check is not None and step % check_every == 0 and m.any():
+        passed = scored(c, m, best) & m
+        if passed.any():
+          c = c[:5] + (jnp.asarray(np.asarray(c[5]) | passed),) + c[6:]
+          m &= ~passed
+      if not m.any():
         break
       c = body(c, with_delta(c, args))
+    else:  # The budget is spent: frames still moving are scored once more and end at
+      # their best-scored checked state.
+      m = moving(c)
+      if check is not None and m.any():
+        passed = scored(c, m, best) & m
+        c = c[:5] + (jnp.asarray(np.asarray(c[5]) | passed),) + c[6:]
+        back = m & ~passed & np.isfinite(best[1])
+        if back.any():
+          x = np.where(back[:, None, None, None], best[0], np.asarray(jax.device_get(c[1])))
+          c = c[:1] + (jnp.asarray(x, c[1].dtype),) + c[2:]
     return finish(c, with_delta(c, args))
 
   # The jitted pieces, for benchmarks that time one step: ``c = run.init(x, thr, args)``,

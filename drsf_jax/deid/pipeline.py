@@ -41,6 +41,13 @@ DEFAULT_THRESHOLDS = {"retinaface": 0.02, "retinaface_r50": 0.02, "mtcnn": 0.1,
 
 
 PERTURB_MODES = ("face", "frame")
+# What stops a frame's attack: 'metrics' = the authorized models, run on the frame as
+# it will be written (rounded to 8 bits, through the codec) exactly as inference.py runs
+# them, agree with their reading of the original within the stop_* tolerances (checked
+# every check_every steps); 'loss' = every victim's loss under its raw threshold
+# (DEFAULT_THRESHOLDS, the original's rule).
+# 'either': whichever comes first.
+STOP_MODES = ("metrics", "loss", "either")
 
 
 def perturbation_mask(regions: list, shape_hw: tuple[int, int], margin: int = 0) -> np.ndarray:
@@ -100,8 +107,27 @@ class DeidConfig:
   # carried in face-aligned coordinates (each face's obfuscated square, resized to the
   # new square) and clipped to the ε-ball around the new obfuscated frame.
   warm_start: bool = True
+  # When a frame is done (STOP_MODES), and the per-frame tolerances of 'metrics', in the
+  # units evaluate.py reports: box IoU at least, mean landmark error, head-pose and gaze
+  # angles at most (a tolerance whose model is not authorized is not tested).
+  stop: str = "either"
+  stop_iou: float = 0.95
+  stop_landmarks_px: float = 1.5
+  stop_head_pose_deg: float = 2.0
+  stop_gaze_deg: float = 2.0
+  check_every: int = 5
 
   def validate(self):
+    if self.stop not in STOP_MODES:
+      raise ValueError(f"unknown stop rule {self.stop!r}; choose one of {', '.join(STOP_MODES)}")
+    if not (isinstance(self.stop_iou, (int, float)) and 0 <= self.stop_iou <= 1):
+      raise ValueError(f"stop_iou must be in [0, 1], got {self.stop_iou!r}")
+    for name in ("stop_landmarks_px", "stop_head_pose_deg", "stop_gaze_deg"):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    if isinstance(self.check_every, bool) or not isinstance(self.check_every, int) or self.check_every < 1:
+      raise ValueError(f"check_every must be an integer >= 1 (steps), got {self.check_every!r}")
     if self.perturb not in PERTURB_MODES:
       raise ValueError(f"unknown perturb mode {self.perturb!r}; choose one of {', '.join(PERTURB_MODES)}")
     if isinstance(self.perturb_margin, bool) or not isinstance(self.perturb_margin, int) or self.perturb_margin < 0:
@@ -197,12 +223,22 @@ class Deidentifier:
     self.loop = loop or ("host" if jax.default_backend() == "cpu" or codec_aware else "while")
     if codec_aware and self.loop != "host":
       raise ValueError("a codec-aware attack runs the host loop (the codec runs between steps)")
+    # The stop in user units runs the authorized models on the host between steps: host
+    # loop only. The while_loop program (accelerators) stops on the losses.
+    self.stop = cfg.stop if self.loop == "host" else "loss"
+    checks = self.stop in ("metrics", "either")
+    if self.stop != cfg.stop:
+      logging.warning("--stop %s needs the host loop; the %s loop stops on the losses", cfg.stop, self.loop)
+    self._check_batch = None  # Set per batch by attack_batch: what the check compares.
+    self._predictor = None
     if self.loop == "host":
       # Through a codec the detector's loss stays above its lossless threshold, so the
       # cascade would never reach landmarks and gaze: all victims are descended at once.
       host = attacks.make_host_loop(loss_fn, self.attack, cfg.max_iter,
                                     host_delta=codec_delta if codec_aware else None,
-                                    cascade=not codec_aware)
+                                    cascade=not codec_aware,
+                                    check=self.check if checks else None,
+                                    check_every=cfg.check_every, loss_stops=self.stop != "metrics")
       # x: where the frames start; the ε-ball is centred on the obfuscated frames, batch[2].
       self._run = lambda params, x, targets, thr: host(targets[2], thr, params, targets, x_start=x)
     elif self.loop == "while":
@@ -213,6 +249,62 @@ class Deidentifier:
       raise ValueError(f"loop must be 'host' or 'while', got {loop!r}")
     self.camera = None  # Set per video (frame size, optional calibration).
     self.reset()
+
+  @property
+  def predictor(self):
+    """The authorized models as inference runs them, sharing this run's loaded victims."""
+    if self._predictor is None:
+      from drsf_jax.victims import inference  # pylint: disable=import-outside-toplevel
+      cfg = self.cfg
+      self._predictor = inference.Predictor(cfg.detector, cfg.alignment, cfg.gaze, None, cfg.max_faces,
+                                            cfg.calibration, loaded={v.name: v for v in self.victims})
+    return self._predictor
+
+  def stop_score(self, m: dict | None) -> float:
+    """One frame's :func:`metrics.frame_metrics` against the stop tolerances: its worst
+    error as a fraction of its tolerance (<= 1: within every one; inf: the face is lost).
+
+    A frame whose original has no face for the authorized detector has nothing to keep (0).
+    """
+    cfg = self.cfg
+    if m is None:
+      return 0.0
+    if m["missing_in_prediction"]:
+      return math.inf
+
+    def frac(value, tol):
+      if value is None:
+        return math.inf
+      return value / tol if tol > 0 else (0.0 if value <= 0 else math.inf)
+
+    parts = [frac(1.0 - m["iou"], 1.0 - cfg.stop_iou), frac(m["landmark_px"], cfg.stop_landmarks_px)]
+    # Head pose is tested where a model that uses it is authorized (FAN's 68 points or a
+    # gaze model); from a detector's 5 points alone it is not among what it promises.
+    if cfg.gaze != "none" or cfg.alignment != "none":
+      parts.append(frac(m["head_pose_deg"], cfg.stop_head_pose_deg))
+    if cfg.gaze != "none":
+      parts.append(frac(m["gaze_angle_deg"], cfg.stop_gaze_deg))
+    return float(max(parts))
+
+  def check(self, x: np.ndarray, moving: np.ndarray) -> np.ndarray:
+    """The stop in user units (``--stop metrics``), between attack steps: (B,) scores.
+
+    The batch's frames as they will be written (the mask applied, rounded to 8 bits,
+    pasted into the full frame, through the codec when it is lossy) go through the
+    authorized models exactly as ``inference.py`` runs them, and each frame is compared
+    with the same models' reading of its original (:func:`metrics.frame_metrics`, what
+    ``evaluate.py`` reports): :meth:`stop_score`, <= 1 within the ``stop_*`` tolerances.
+    """
+    from drsf_jax.evaluation import metrics  # pylint: disable=import-outside-toplevel
+    frames_u8, win, mask, center, ref = self._check_batch
+    out = video.to_uint8(np.where(mask > 0, center + mask * (x - center), center))
+    if win is not None:
+      out = win.paste(frames_u8, out)
+    if self.cfg.codec in video.LOSSY_CODECS:
+      out = video.roundtrip(out, self.cfg.codec, self.cfg.crf)
+    got = self.predictor.predict(out)
+    return np.asarray([self.stop_score(metrics.frame_metrics(r["faces"], g["faces"])) if mv else math.inf
+                       for r, g, mv in zip(ref, got, moving)], np.float64)
 
   def reset(self):
     """Forgets the warm start: call before each new video (``deidentify`` does)."""
@@ -355,9 +447,14 @@ class Deidentifier:
     win = self.crop_window(dets, frames_u8.shape[1:3])
     x_in, batch = self.prepare_batch(frames_u8, dets, win)
     params = [v.params for v in self.victims]
-    res = jax.device_get(self._run(params, x_in, batch, jnp.asarray(self.thresholds)))
     _, mask, center = batch
     mask, center = np.asarray(mask), np.asarray(center)  # Not the targets: only these two.
+    if self.stop in ("metrics", "either"):  # The authorized models' reading of the originals.
+      self._check_batch = (frames_u8, win, mask, center, self.predictor.predict(frames_u8))
+    try:
+      res = jax.device_get(self._run(params, x_in, batch, jnp.asarray(self.thresholds)))
+    finally:
+      self._check_batch = None
     # Outside the mask the result is the obfuscated frame, which there equals the input
     # frame, so the rounded output is bit-identical to the decoded input.
     out = video.to_uint8(np.where(mask > 0, res.frames, center))
@@ -367,6 +464,7 @@ class Deidentifier:
     return out, {"iterations": np.asarray(res.iterations).tolist(),
                  "losses": np.asarray(res.losses).tolist(),
                  "stage": np.asarray(res.stage).tolist(),
+                 "met_stop": np.asarray(res.met).tolist(),
                  "window": None if win is None else [win.x0, win.y0, win.w, win.h]}
 
 
@@ -519,7 +617,9 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
                   "audio": writer.audio},
         "settings": {**dataclasses.asdict(cfg), "victims": cfg.victim_names,
                      "thresholds": dict(zip(cfg.victim_names, d.thresholds.tolist())),
-                     "attack_settings": d.attack.settings},
+                     "attack_settings": d.attack.settings,
+                     # 'loss' where the while_loop program runs (it cannot call the models).
+                     "stop_applied": d.stop},
         "models": {v.name: {"weights_sha256": v.meta.get("source_sha256"),
                             "config": v.meta.get("config")} for v in d.victims},
         "frames_reused_detection": reused,
@@ -613,7 +713,8 @@ def _summary(batches: list[dict], names: list[str], max_iter: int) -> dict:
   stages = [s for b in batches for s in b["stage"]]
   out = {"iterations_mean": float(np.mean(iters)) if iters else 0.0,
          "frames_at_max_iter": int(sum(i >= max_iter for i in iters)),
-         "frames_converged": int(sum(s == len(names) for s in stages))}
+         "frames_converged": int(sum(s == len(names) for s in stages)),
+         "frames_met_stop": int(sum(bool(m) for b in batches for m in b.get("met_stop", [])))}
   if losses:
     arr = np.asarray(losses)
     out["final_loss_mean"] = {n: float(arr[:, j].mean()) for j, n in enumerate(names)}

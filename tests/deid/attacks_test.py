@@ -165,6 +165,43 @@ def test_warm_start_keeps_the_ball_on_x_obf(setup, loop):
   assert float(jnp.abs(moved.frames - x_obf).max()) <= attacks.DEFAULT_EPS + 1e-6
   assert float(jnp.abs(moved.frames - far).max()) > attacks.DEFAULT_EPS
 
+def test_host_check_stops_frames_between_steps(setup):
+  """``check`` (the stop in user units) runs before the first step and every
+  ``check_every`` steps; a frame scoring <= 1 stops for good, one that never does runs
+  the whole budget and ends at its best-scored checked state, and with
+  ``loss_stops=False`` the loss thresholds stop nothing."""
+  _, x_obf, loss_fn, _ = setup
+  attack = attacks.make_attack("adam")
+  start = np.asarray(loss_fn(x_obf))
+  calls = []
+
+  def check(x, moving):
+    calls.append(moving.copy())
+    now = np.asarray(loss_fn(jnp.asarray(x)))
+    # Frame 0 passes once its loss fell by 1%. Frame 1 never passes, and scores best
+    # where it began (its score rises as its loss falls).
+    return np.asarray([0.5 if now[0] < 0.99 * start[0] else 3.0,
+                       2.0 + 100 * (start[1] - now[1]) / start[1]])
+
+  thr = jnp.asarray([float(start.max()) * 10])  # Every loss is under it from the start.
+  run = attacks.make_host_loop(lambda y: loss_fn(y), attack, 7, check=check, check_every=3,
+                               loss_stops=False)
+  r = run(x_obf, thr)
+  it = np.asarray(r.iterations)
+  assert it[1] == 7 and it[0] in (3, 6), it  # Frame 0 stops at a check, not between.
+  assert np.asarray(r.met).tolist() == [True, False]
+  # Checks at steps 0, 3 (and 6 while frame 1 moves), then the final one after the budget.
+  assert len(calls) == 4 and calls[-1].tolist() == [False, True]
+  np.testing.assert_array_equal(np.asarray(r.frames[1]), np.asarray(x_obf[1]))  # Its best state.
+  assert not np.array_equal(np.asarray(r.frames[0]), np.asarray(x_obf[0]))
+  # The same loop stopping on the losses: every frame is under the threshold, no step.
+  plain = attacks.make_host_loop(lambda y: loss_fn(y), attack, 7)(x_obf, thr)
+  assert np.asarray(plain.iterations).tolist() == [0, 0]
+  assert not np.asarray(plain.met).any()
+  with pytest.raises(ValueError, match="check_every"):
+    attacks.make_host_loop(lambda y: loss_fn(y), attack, 7, check=check, check_every=0)
+
+
 # ---- the optimizer attacks against torch.optim -----------------------------------------
 
 TORCH_STEPS = 5

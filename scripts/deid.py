@@ -152,8 +152,9 @@ def main(argv):
   if FLAGS.preview:
     print(f"preview {os.path.abspath(FLAGS.preview)}")
   print(f"victims {', '.join(cfg.victim_names)}; attack {cfg.attack}; deid {cfg.deid}; "
-        f"mean iterations {s['iterations_mean']:.1f}, frames within the stop "
-        f"{s['frames_met_stop'] if report['settings']['stop_applied'] == 'metrics' else s['frames_converged']}/{report['video']['num_frames']}")
+        f"mean iterations {s['iterations_mean']:.1f}, frames within the stop ({report['settings']['stop_applied']}) "
+        f"{s['frames_within_stop']}/{report['video']['num_frames']} (the models' check "
+        f"{s['frames_met_stop']}, the losses {s['frames_converged']})")
   if report["frames_reused_detection"]:
     print(f"frames where the detector missed and neighbouring detections were reused: "
           f"{report['frames_reused_detection']}")

@@ -629,7 +629,7 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
         "privacy_guard": guard_result,
         "verification": verification,
         "batches": batches,
-        "summary": _summary(batches, cfg.victim_names, cfg.max_iter),
+        "summary": _summary(batches, cfg.victim_names, cfg.max_iter, d.stop),
         "wall_time_s": wall,
         "attack_time_s": t_attack,
         "frames_per_second": n_frames / wall if wall > 0 else None,
@@ -707,14 +707,22 @@ def verify_staged(video_tmp: str, output_path: str, cfg: DeidConfig, n_frames: i
   return {"frames": frames, "fps": fps, "file": info}
 
 
-def _summary(batches: list[dict], names: list[str], max_iter: int) -> dict:
+def _summary(batches: list[dict], names: list[str], max_iter: int, stop: str) -> dict:
+  """``frames_within_stop``: frames the run's stop rule ended before or at the budget
+  (``stop``: the rule applied): the check passed ('metrics'), every loss under its
+  threshold ('loss'), either ('either')."""
   iters = [i for b in batches for i in b["iterations"]]
   losses = [l for b in batches for l in b["losses"]]
   stages = [s for b in batches for s in b["stage"]]
+  met = [bool(m) for b in batches for m in b.get("met_stop", [])]
+  conv = [s == len(names) for s in stages]
+  within = {"metrics": met, "loss": conv,
+            "either": [a or b for a, b in zip(met, conv)]}[stop]
   out = {"iterations_mean": float(np.mean(iters)) if iters else 0.0,
          "frames_at_max_iter": int(sum(i >= max_iter for i in iters)),
-         "frames_converged": int(sum(s == len(names) for s in stages)),
-         "frames_met_stop": int(sum(bool(m) for b in batches for m in b.get("met_stop", [])))}
+         "frames_converged": int(sum(conv)),
+         "frames_met_stop": int(sum(met)),
+         "frames_within_stop": int(sum(within))}
   if losses:
     arr = np.asarray(losses)
     out["final_loss_mean"] = {n: float(arr[:, j].mean()) for j, n in enumerate(names)}

@@ -51,6 +51,7 @@ def test_frames_reported_within_the_stop_read_within_it_from_the_file(run):
     else:  # Only the losses (every victim under its threshold) or the budget end it.
       assert st == 2 or it == cfg.max_iter, (row, it, st)
   assert report["summary"]["frames_met_stop"] == sum(met)
+  assert report["summary"]["frames_within_stop"] == sum(m or st == 2 for m, st in zip(met, stage))
 
 
 def test_the_stop_score_is_the_worst_error_over_its_tolerance(run):

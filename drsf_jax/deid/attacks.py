@@ -434,6 +434,10 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
     done = np.asarray(c[5])
     return ~done & (np.asarray(c[3]) < c[-1].shape[0]) if loss_stops else ~done
 
+  def like(a, ref):
+    """``a`` placed as ``ref`` is (its devices and sharding: frames split across devices)."""
+    return jax.device_put(a, ref.sharding) if hasattr(ref, "sharding") else jnp.asarray(a)
+
   def scored(c, m, best):
     """Runs the check on the moving frames ``m``; returns (passed, frames, scores)."""
     x = np.asarray(jax.device_get(c[1]))
@@ -452,7 +456,7 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
       if check is not None and step % check_every == 0 and m.any():
         passed = scored(c, m, best) & m
         if passed.any():
-          c = c[:5] + (jnp.asarray(np.asarray(c[5]) | passed),) + c[6:]
+          c = c[:5] + (like(np.asarray(c[5]) | passed, c[5]),) + c[6:]
           m &= ~passed
       if not m.any():
         break
@@ -462,11 +466,11 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
       m = moving(c)
       if check is not None and m.any():
         passed = scored(c, m, best) & m
-        c = c[:5] + (jnp.asarray(np.asarray(c[5]) | passed),) + c[6:]
+        c = c[:5] + (like(np.asarray(c[5]) | passed, c[5]),) + c[6:]
         back = m & ~passed & np.isfinite(best[1])
         if back.any():
           x = np.where(back[:, None, None, None], best[0], np.asarray(jax.device_get(c[1])))
-          c = c[:1] + (jnp.asarray(x, c[1].dtype),) + c[2:]
+          c = c[:1] + (like(x.astype(c[1].dtype), c[1]),) + c[2:]
     return finish(c, with_delta(c, args))
 
   # The jitted pieces, for benchmarks that time one step: ``c = run.init(x, thr, args)``,

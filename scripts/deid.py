@@ -98,7 +98,7 @@ flags.DEFINE_enum("stop", _D.stop, list(pipeline.STOP_MODES),
                   "inference.py runs them, and the frame stops once they agree with their reading of "
                   "the original within --stop_iou / --stop_landmarks_px / --stop_head_pose_deg / "
                   "--stop_gaze_deg; 'loss' = every victim's loss under its raw threshold (the "
-                  "original's rule; also what the while_loop program on accelerators uses); "
+                  "original's rule; off the CPU the whole attack is then one while_loop program); "
                   "'either' = whichever comes first. A frame the check never passes ends at the "
                   "best state a check saw.")
 flags.DEFINE_float("stop_iou", _D.stop_iou, "--stop metrics: box IoU against the original's box, at least.")

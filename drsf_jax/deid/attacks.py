@@ -390,7 +390,7 @@ def optimize(loss_fn: Callable[[jax.Array], jax.Array], x_obf: jax.Array, attack
 def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: int,
                    host_delta: Callable[..., np.ndarray] | None = None, cascade: bool = True,
                    check: Callable[..., np.ndarray] | None = None, check_every: int = 5,
-                   loss_stops: bool = True):
+                   loss_stops: bool = True, steps_per_call: int = 1):
   """Jitted pieces for :func:`optimize_host`, reusable across batches of one shape.
 
   ``loss_fn(frames, *args)`` takes the batch's data (e.g. params and targets) as extra
@@ -413,15 +413,28 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
   (the final state is scored too): past its loss thresholds the optimizer wanders, and
   the best state it was seen in is what the check vouches for. ``loss_stops=False``:
   only the check stops a frame (the loss thresholds then only weight the cascade).
+
+  ``steps_per_call``: steps per call of the compiled body, as a ``lax.while_loop`` of up
+  to that many steps (the accelerator form: the host only steps in between, for the
+  check; use ``check_every``). 1: one jitted step per call (fastest on XLA:CPU).
   """
   if check_every < 1:
     raise ValueError(f"check_every must be >= 1, got {check_every}")
+  if steps_per_call < 1 or (steps_per_call > 1 and host_delta is not None):
+    raise ValueError(f"steps_per_call must be >= 1, and 1 with a host_delta, got {steps_per_call}")
 
   def parts(thresholds, args):
     return _loop_parts(lambda x: loss_fn(x, *args), attack, max_iter, thresholds, cascade, loss_stops)
 
   init = jax.jit(lambda x, thr, args, x_start=None: parts(thr, args).init(x, x_start))
-  body = jax.jit(lambda c, args: parts(c[-1], args).body(c), donate_argnums=(0,))
+  def steps(c, args):
+    p = parts(c[-1], args)
+    if steps_per_call == 1:
+      return p.body(c)
+    end = c[0] + steps_per_call
+    return jax.lax.while_loop(lambda c: p.cond(c) & (c[0] < end), p.body, c)
+
+  body = jax.jit(steps, donate_argnums=(0,))
   finish = jax.jit(lambda c, args: parts(c[-1], args).finish(c))
 
   def with_delta(c, args):
@@ -451,7 +464,8 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
   def run(x_obf, thresholds, *args, x_start=None):
     c = init(x_obf, thresholds, args + ((jnp.zeros_like(x_obf),) if host_delta else ()), x_start)
     best = [None, np.full((x_obf.shape[0],), np.inf)]  # Best checked frames and their scores.
-    for step in range(max_iter):
+    step = 0
+    while step < max_iter:
       m = moving(c)
       if check is not None and step % check_every == 0 and m.any():
         passed = scored(c, m, best) & m
@@ -461,6 +475,7 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
       if not m.any():
         break
       c = body(c, with_delta(c, args))
+      step = int(c[0]) if steps_per_call > 1 else step + 1
     else:  # The budget is spent: frames still moving are scored once more and end at
       # their best-scored checked state.
       m = moving(c)

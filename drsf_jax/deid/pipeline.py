@@ -223,30 +223,29 @@ class Deidentifier:
     self.loop = loop or ("host" if jax.default_backend() == "cpu" or codec_aware else "while")
     if codec_aware and self.loop != "host":
       raise ValueError("a codec-aware attack runs the host loop (the codec runs between steps)")
-    # The stop in user units runs the authorized models on the host between steps: host
-    # loop only. The while_loop program (accelerators) stops on the losses.
-    self.stop = cfg.stop if self.loop == "host" else "loss"
+    if self.loop not in ("host", "while"):
+      raise ValueError(f"loop must be 'host' or 'while', got {loop!r}")
+    self.stop = cfg.stop
     checks = self.stop in ("metrics", "either")
-    if self.stop != cfg.stop:
-      logging.warning("--stop %s needs the host loop; the %s loop stops on the losses", cfg.stop, self.loop)
     self._check_batch = None  # Set per batch by attack_batch: what the check compares.
     self._predictor = None
-    if self.loop == "host":
+    if self.loop == "host" or checks:
+      # The stop in user units runs the authorized models on the host between steps: the
+      # while_loop form then runs check_every steps per call (one program per chunk).
       # Through a codec the detector's loss stays above its lossless threshold, so the
       # cascade would never reach landmarks and gaze: all victims are descended at once.
       host = attacks.make_host_loop(loss_fn, self.attack, cfg.max_iter,
                                     host_delta=codec_delta if codec_aware else None,
                                     cascade=not codec_aware,
                                     check=self.check if checks else None,
-                                    check_every=cfg.check_every, loss_stops=self.stop != "metrics")
+                                    check_every=cfg.check_every, loss_stops=self.stop != "metrics",
+                                    steps_per_call=1 if self.loop == "host" else cfg.check_every)
       # x: where the frames start; the ε-ball is centred on the obfuscated frames, batch[2].
       self._run = lambda params, x, targets, thr: host(targets[2], thr, params, targets, x_start=x)
-    elif self.loop == "while":
+    else:  # --stop loss off the CPU: the whole attack is one while_loop program.
       self._run = jax.jit(lambda params, x, targets, thr: attacks.optimize(
           lambda y: loss_fn(y, params, targets), targets[2], self.attack, cfg.max_iter, thr,
           x_start=x))
-    else:
-      raise ValueError(f"loop must be 'host' or 'while', got {loop!r}")
     self.camera = None  # Set per video (frame size, optional calibration).
     self.reset()
 
@@ -618,8 +617,7 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
         "settings": {**dataclasses.asdict(cfg), "victims": cfg.victim_names,
                      "thresholds": dict(zip(cfg.victim_names, d.thresholds.tolist())),
                      "attack_settings": d.attack.settings,
-                     # 'loss' where the while_loop program runs (it cannot call the models).
-                     "stop_applied": d.stop},
+                     "stop_applied": d.stop, "loop": d.loop},
         "models": {v.name: {"weights_sha256": v.meta.get("source_sha256"),
                             "config": v.meta.get("config")} for v in d.victims},
         "frames_reused_detection": reused,

@@ -202,6 +202,30 @@ def test_host_check_stops_frames_between_steps(setup):
     attacks.make_host_loop(lambda y: loss_fn(y), attack, 7, check=check, check_every=0)
 
 
+def test_check_between_while_loop_chunks_matches_the_host_loop(setup):
+  """The accelerator form of the stop in user units: ``check_every`` steps per call as one
+  ``lax.while_loop`` program, the check between calls, gives the host loop's result."""
+  _, x_obf, loss_fn, _ = setup
+  attack = attacks.make_attack("adam")
+  start = np.asarray(loss_fn(x_obf))
+
+  def check(x, moving):
+    del moving
+    now = np.asarray(loss_fn(jnp.asarray(x)))
+    return np.where(now < np.asarray([0.97, 0.9]) * start, 0.5, 2.0)
+
+  thr = jnp.asarray([-1.0])
+  out = [attacks.make_host_loop(lambda y: loss_fn(y), attack, 9, check=check, check_every=3,
+                                loss_stops=False, steps_per_call=k)(x_obf, thr) for k in (1, 3)]
+  np.testing.assert_array_equal(np.asarray(out[0].iterations), np.asarray(out[1].iterations))
+  np.testing.assert_array_equal(np.asarray(out[0].met), np.asarray(out[1].met))
+  np.testing.assert_allclose(np.asarray(out[0].frames), np.asarray(out[1].frames), atol=2e-4)
+  assert 0 < int(np.asarray(out[0].iterations).min()) < 9, out[0].iterations  # One stopped early.
+  with pytest.raises(ValueError, match="steps_per_call"):
+    attacks.make_host_loop(lambda y: loss_fn(y), attack, 9, steps_per_call=3,
+                           host_delta=lambda x: np.zeros_like(x))
+
+
 # ---- the optimizer attacks against torch.optim -----------------------------------------
 
 TORCH_STEPS = 5

@@ -69,6 +69,31 @@ def test_the_stop_score_is_the_worst_error_over_its_tolerance(run):
   assert det_only.stop_score(row) == pytest.approx(0.5)
 
 
+def test_the_while_loop_form_stops_in_user_units_too(real_weights):
+  """Off the CPU the attack is a ``lax.while_loop`` program: with the stop in user units it
+  runs ``check_every`` steps per call and checks between calls (tests/deid/attacks_test.py
+  compares the two forms on one loss; between two XLA programs a frame at its tolerance
+  may flip, so here the while form is held to what the stop promises)."""
+  import numpy as np
+  from drsf_jax.deid import temporal
+  from tests.support import read_frames
+  frames = read_frames(shared_file("data", "talking_head_a.mp4"), B)
+  cfg = pipeline.DeidConfig(detector="retinaface", gaze="MPIIGaze", batch_size=B, max_iter=20,
+                            check_every=5, stop="metrics", stop_iou=0.9, stop_landmarks_px=3.0,
+                            stop_head_pose_deg=4.0, stop_gaze_deg=4.0)  # Loose: frames stop in 20 steps.
+  d = pipeline.Deidentifier(cfg, real_weights, loop="while")
+  dets = temporal.fill(d.detector.predict(d.detector.params, frames.astype(np.float32) / 255)).detections
+  out, stats = d.attack_batch(frames, dets)
+  ref, got = d.predictor.predict(frames), d.predictor.predict(out)
+  assert any(stats["met_stop"]), stats  # Measured: 2 of 4 at 10 steps, 1 at 15.
+  for r, g, m, it in zip(ref, got, stats["met_stop"], stats["iterations"]):
+    score = d.stop_score(metrics.frame_metrics(r["faces"], g["faces"]))
+    if m:
+      assert score <= 1.0 and it % cfg.check_every == 0, (score, it)
+    else:
+      assert it == cfg.max_iter, (score, it)
+
+
 @pytest.mark.parametrize("field,value", [("stop", "never"), ("stop_iou", 1.5), ("stop_landmarks_px", -1.0),
                                          ("stop_gaze_deg", float("nan")), ("check_every", 0)])
 def test_bad_stop_settings(field, value):

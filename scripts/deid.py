@@ -101,14 +101,15 @@ flags.DEFINE_enum("stop", _D.stop, list(pipeline.STOP_MODES),
                   "original's rule; off the CPU the whole attack is then one while_loop program); "
                   "'either' = whichever comes first. A frame the check never passes ends at the "
                   "best state a check saw.")
-flags.DEFINE_float("stop_iou", _D.stop_iou, "--stop metrics: box IoU against the original's box, at least.")
-flags.DEFINE_float("stop_landmarks_px", _D.stop_landmarks_px, "--stop metrics: mean landmark error in "
+flags.DEFINE_float("stop_iou", _D.stop_iou, "--stop metrics/either: box IoU against the original's box, "
+                   "at least.")
+flags.DEFINE_float("stop_landmarks_px", _D.stop_landmarks_px, "--stop metrics/either: mean landmark error in "
                    "pixels, at most (68 points with --alignment fan, else the detector's 5).")
-flags.DEFINE_float("stop_head_pose_deg", _D.stop_head_pose_deg, "--stop metrics: head-pose angle in "
+flags.DEFINE_float("stop_head_pose_deg", _D.stop_head_pose_deg, "--stop metrics/either: head-pose angle in "
                    "degrees, at most (tested when a gaze model or FAN is authorized).")
-flags.DEFINE_float("stop_gaze_deg", _D.stop_gaze_deg, "--stop metrics: gaze angle in degrees, at most "
+flags.DEFINE_float("stop_gaze_deg", _D.stop_gaze_deg, "--stop metrics/either: gaze angle in degrees, at most "
                    "(tested when a gaze model is authorized).")
-flags.DEFINE_integer("check_every", _D.check_every, "--stop metrics: attack steps between two checks.")
+flags.DEFINE_integer("check_every", _D.check_every, "--stop metrics/either: attack steps between two checks.")
 cli.define_cache_flag()
 flags.adopt_module_key_flags(cli)
 

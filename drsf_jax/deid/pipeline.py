@@ -286,7 +286,7 @@ class Deidentifier:
     return float(max(parts))
 
   def check(self, x: np.ndarray, moving: np.ndarray) -> np.ndarray:
-    """The stop in user units (``--stop metrics``), between attack steps: (B,) scores.
+    """The stop in user units (``--stop metrics`` or ``either``), between steps: (B,) scores.
 
     The batch's frames as they will be written (the mask applied, rounded to 8 bits,
     pasted into the full frame, through the codec when it is lossy) go through the

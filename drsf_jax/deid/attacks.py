@@ -452,7 +452,8 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
     return jax.device_put(a, ref.sharding) if hasattr(ref, "sharding") else jnp.asarray(a)
 
   def scored(c, m, best):
-    """Runs the check on the moving frames ``m``; returns (passed, frames, scores)."""
+    """Runs the check on the moving frames ``m``, keeps each frame's best-scored state in
+    ``best`` ([frames, scores]); returns which frames are within it (score <= 1)."""
     x = np.asarray(jax.device_get(c[1]))
     score = np.where(m, np.asarray(check(x, m), np.float64), np.inf)
     better = score < best[1]

@@ -451,6 +451,9 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
     """``a`` placed as ``ref`` is (its devices and sharding: frames split across devices)."""
     return jax.device_put(a, ref.sharding) if hasattr(ref, "sharding") else jnp.asarray(a)
 
+  def mark_done(c, passed):
+    return c[:5] + (like(np.asarray(c[5]) | passed, c[5]),) + c[6:]
+
   def scored(c, m, best):
     """Runs the check on the moving frames ``m``, keeps each frame's best-scored state in
     ``best`` ([frames, scores]); returns which frames are within it (score <= 1)."""
@@ -471,7 +474,7 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
       if check is not None and step % check_every == 0 and m.any():
         passed = scored(c, m, best) & m
         if passed.any():
-          c = c[:5] + (like(np.asarray(c[5]) | passed, c[5]),) + c[6:]
+          c = mark_done(c, passed)
           m &= ~passed
       if not m.any():
         break
@@ -482,7 +485,7 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
       m = moving(c)
       if check is not None and m.any():
         passed = scored(c, m, best) & m
-        c = c[:5] + (like(np.asarray(c[5]) | passed, c[5]),) + c[6:]
+        c = mark_done(c, passed)
         back = m & ~passed & np.isfinite(best[1])
         if back.any():
           x = np.where(back[:, None, None, None], best[0], np.asarray(jax.device_get(c[1])))

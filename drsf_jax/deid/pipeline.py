@@ -296,9 +296,7 @@ class Deidentifier:
     """
     from drsf_jax.evaluation import metrics  # pylint: disable=import-outside-toplevel
     frames_u8, win, mask, center, ref = self._check_batch
-    out = video.to_uint8(np.where(mask > 0, center + mask * (x - center), center))
-    if win is not None:
-      out = win.paste(frames_u8, out)
+    out = _written(frames_u8, win, mask, center, x)
     if self.cfg.codec in video.LOSSY_CODECS:
       out = video.roundtrip(out, self.cfg.codec, self.cfg.crf)
     got = self.predictor.predict(out)
@@ -454,17 +452,24 @@ class Deidentifier:
       res = jax.device_get(self._run(params, x_in, batch, jnp.asarray(self.thresholds)))
     finally:
       self._check_batch = None
-    # Outside the mask the result is the obfuscated frame, which there equals the input
-    # frame, so the rounded output is bit-identical to the decoded input.
-    out = video.to_uint8(np.where(mask > 0, res.frames, center))
-    if win is not None:
-      out = win.paste(frames_u8, out)
+    out = _written(frames_u8, win, mask, center, res.frames)
     self.remember(out[-1])
     return out, {"iterations": np.asarray(res.iterations).tolist(),
                  "losses": np.asarray(res.losses).tolist(),
                  "stage": np.asarray(res.stage).tolist(),
                  "met_stop": np.asarray(res.met).tolist(),
                  "window": None if win is None else [win.x0, win.y0, win.w, win.h]}
+
+
+def _written(frames_u8: np.ndarray, win, mask: np.ndarray, center: np.ndarray, x) -> np.ndarray:
+  """The uint8 frames a batch's attacked frames ``x`` become in the output.
+
+  Outside the mask the result is the obfuscated frame, which there equals the input
+  frame, so the rounded output is bit-identical to the decoded input; with a crop window
+  the result is pasted into the input frames.
+  """
+  out = video.to_uint8(np.where(mask > 0, x, center))
+  return out if win is None else win.paste(frames_u8, out)
 
 
 def _pad_batch(frames: list[np.ndarray], dets: list[dict], size: int):

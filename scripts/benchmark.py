@@ -59,7 +59,10 @@ flags.DEFINE_bool("end_to_end", False, "Time whole de-identification runs (JAX p
 flags.DEFINE_string("e2e_sets", "mtcnn,retinaface+MPIIGaze,retinaface+fan+MPIIGaze",
                     "Comma-separated victim sets of --end_to_end.")
 flags.DEFINE_integer("e2e_frames", 16, "Frames of talking_head_a in --end_to_end.")
-flags.DEFINE_integer("e2e_iters", 20, "Attack iterations per batch in --end_to_end (no early stop).")
+flags.DEFINE_integer("e2e_iters", 20, "Attack iterations per batch in --end_to_end (no early stop). "
+                     "0 = each side at its defaults: the JAX pipeline as deid.py runs it (the stop "
+                     "in user units, warm start, at most 150 steps), the original-like pipeline its "
+                     "full 150-step budget; the utility of both written files is measured either way.")
 flags.DEFINE_integer("e2e_batch_size", 8, "Batch size in --end_to_end.")
 flags.DEFINE_bool("startup", False, "Cold compile and warm start of the default deid pipeline "
                   "(fresh processes, empty then filled persistent cache).")
@@ -165,7 +168,9 @@ def _all_active_thresholds(names):
   return {n: (1e30 if i < len(names) - 1 else -1.0) for i, n in enumerate(names)}  # Losses are >= 0.
 
 
-def _deidentifier(names, weights_dir, batch, max_iter=1):
+def _deidentifier(names, weights_dir, batch, max_iter=1, defaults=False):
+  """The pipeline for ``names``. ``defaults``: deid.py's settings (thresholds, the stop in
+  user units, the backend's loop); otherwise exactly ``max_iter`` steps of every victim."""
   from drsf_jax.deid import pipeline
   det, rest = names[0], names[1:]
   align = next((n for n in rest if n == "fan"), "none")
@@ -175,8 +180,11 @@ def _deidentifier(names, weights_dir, batch, max_iter=1):
   # verify=False: the end-to-end rows time de-identification as the original-like eager
   # pipeline does it (no re-decode and inference of the written file); the privacy guard,
   # which is not optional, is included.
+  if defaults:
+    return pipeline.Deidentifier(pipeline.DeidConfig(detector=det, alignment=align, gaze=gaze,
+                                                     batch_size=batch, verify=False), weights_dir)
   cfg = pipeline.DeidConfig(detector=det, alignment=align, gaze=gaze, batch_size=batch,
-                            max_iter=max_iter, verify=False)
+                            max_iter=max_iter, verify=False, stop="loss")
   return pipeline.Deidentifier(cfg, weights_dir, thresholds=_all_active_thresholds(names), loop="host")
 
 
@@ -297,29 +305,56 @@ def write_clip(path: str, frames: int) -> str:
   return path
 
 
+def _fmt_utility(u: dict) -> str:
+  def f(v, unit):
+    return "n/a" if v is None else f"{v:.3f}{unit}" if unit == "" else f"{v:.2f}{unit}"
+  return (f"IoU {f(u['iou_mean'], '')}, landmarks {f(u['landmark_px_mean'], ' px')}, head pose "
+          f"{f(u['head_pose_deg_mean'], ' deg')}, gaze {f(u['gaze_angle_deg_mean'], ' deg')} "
+          f"(p95 {f(u['gaze_angle_deg_p95'], ' deg')}), faces lost {u['faces_lost']}")
+
+
 def end_to_end(names, clip, out_dir, weights_dir, sources, iters, batch, threads,
                compare_torch) -> dict:
-  """Whole de-identification of ``clip`` (see :func:`write_clip`), frames/s."""
-  from drsf_jax.deid import pipeline
-  d = _deidentifier(names, weights_dir, batch, max_iter=iters)
+  """Whole de-identification of ``clip`` (see :func:`write_clip`): frames/s of both sides,
+  and the utility of both written files (the authorized models as ``inference.py`` runs
+  them on the decoded output, against their reading of ``clip``, as ``evaluate.py`` does).
+
+  ``iters`` 0: each side at its defaults (see ``--e2e_iters``).
+  """
+  from drsf_jax.deid import attacks, pipeline
+  from drsf_jax.evaluation import metrics
+  from drsf_jax.victims import inference
+  defaults = iters == 0
+  d = _deidentifier(names, weights_dir, batch, max_iter=iters, defaults=defaults)
   cfg = d.cfg
+  torch_iters = cfg.max_iter if defaults else iters
+  reference = inference.run(clip, d.predictor)
+
+  def utility(path):
+    s = metrics.compare(reference, inference.run(path, d.predictor))["summary"]
+    return {k: s[k] for k in ("iou_mean", "landmark_px_mean", "head_pose_deg_mean",
+                              "gaze_angle_deg_mean", "gaze_angle_deg_p95")} | {
+        "faces_lost": s["missing_faces"]["in_prediction"]}
+
   warm = dataclasses.replace(cfg, max_frames=batch)  # One batch compiles every program.
   pipeline.deidentify(clip, os.path.join(out_dir, "warm.mkv"), warm, weights_dir, progress=False,
                       deidentifier=d)
   rep = pipeline.deidentify(clip, os.path.join(out_dir, "jax.mkv"), cfg, weights_dir, progress=False,
                             deidentifier=d)
   frames = rep["video"]["num_frames"]
-  out = {"victims": list(names), "frames": frames, "iterations": iters, "batch_size": batch,
-         "frame_size": [rep["video"]["width"], rep["video"]["height"]]}
+  out = {"victims": list(names), "frames": frames, "iterations": "defaults" if defaults else iters,
+         "batch_size": batch, "frame_size": [rep["video"]["width"], rep["video"]["height"]]}
   out["jax"] = {"wall_s": rep["wall_time_s"], "frames_per_second": rep["frames_per_second"],
-                "iterations_mean": rep["summary"]["iterations_mean"]}
+                "iterations_mean": rep["summary"]["iterations_mean"],
+                "settings": {"stop": cfg.stop, "max_iter": cfg.max_iter, "warm_start": cfg.warm_start},
+                "utility": utility(os.path.join(out_dir, "jax.mkv"))}
   if compare_torch:
     from benchmarks import original_like
-    from drsf_jax.deid import attacks
     t = original_like.run_original_like(clip, os.path.join(out_dir, "torch.mkv"), list(names), sources,
-                                        max_frames=frames, batch_size=batch, iters=iters,
+                                        max_frames=frames, batch_size=batch, iters=torch_iters,
                                         deid=cfg.deid, threads=threads, eps=cfg.eps,
                                         lr=attacks.DEFAULT_LR["adam"])
+    t["utility"] = utility(os.path.join(out_dir, "torch.mkv"))
     out["torch_original_like"] = t
     out["speedup_vs_torch"] = rep["frames_per_second"] / t["frames_per_second"]
   return out
@@ -391,6 +426,8 @@ def main(argv):
   fan_batches = [int(b) for b in (FLAGS.fan_batch_sizes or FLAGS.batch_sizes).split(",") if b]
   if not sets or not batches or not fan_batches or min(batches + fan_batches) < 1:
     raise cli.UserError("--sets and --batch_sizes need at least one entry each (batch sizes >= 1)")
+  if FLAGS.e2e_iters < 0:
+    raise cli.UserError(f"--e2e_iters must be >= 0 (0: each side at its defaults), got {FLAGS.e2e_iters}")
   if FLAGS.output:
     from drsf_jax.io import outputs
     outputs.check([("output", FLAGS.output)], overwrite=FLAGS.overwrite)
@@ -494,6 +531,9 @@ def _run(sets, batches, fan_batches, e2e_sets, threads, weights_dir, scratch):
       line += (f", PyTorch original-like {e['torch_original_like']['frames_per_second']:.3f} frames/s, "
                f"speedup {e['speedup_vs_torch']:.2f}x")
     print(line)
+    for side in ("jax", "torch_original_like"):
+      if side in e:
+        print(f"  utility of {side}'s written file: {_fmt_utility(e[side]['utility'])}")
   if "startup" in result:
     s = result["startup"]
     print(f"default pipeline: cold compile {s['cold']['compile_s']:.1f} s, warm compile "

@@ -57,6 +57,12 @@ def test_benchmark_writes_every_figure(tmp_path):
   assert e["torch_original_like"]["frames"] == 4
   assert e["speedup_vs_torch"] == pytest.approx(
       e["jax"]["frames_per_second"] / e["torch_original_like"]["frames_per_second"])
+  # Both written files are read back by the authorized models (a speedup only counts at
+  # equal utility); after one step the face may be lost, but every frame is scored.
+  for side in ("jax", "torch_original_like"):
+    u = e[side]["utility"]
+    assert 0.0 <= u["iou_mean"] <= 1.0 and 0 <= u["faces_lost"] <= 4, (side, u)
+  assert "utility of jax's written file: IoU" in p.stdout
   s = b["startup"]
   assert s["cold"]["compile_s"] > 0 and s["warm"]["process_to_first_batch_s"] > 0
   assert s["cold"]["config"]["detector"] == "mtcnn"  # The default pipeline.
@@ -69,3 +75,10 @@ def test_benchmark_rejects_unknown_victim(tmp_path):
                       "--weights_dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
   assert p.returncode == 1
   assert p.stderr.strip().splitlines()[-1].startswith("error: unknown victim 'nosuchnet'")
+
+
+def test_benchmark_rejects_negative_e2e_iters(tmp_path):
+  p = subprocess.run([sys.executable, SCRIPT, "--sets", "retinaface", "--e2e_iters", "-1",
+                      "--weights_dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+  assert p.returncode == 1
+  assert p.stderr.strip().splitlines()[-1].startswith("error: --e2e_iters must be >= 0")

@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -38,6 +39,21 @@ class FaceContext:
   @property
   def batch(self) -> int:
     return self.boxes.shape[0]
+
+
+def frame_keys(frames: jax.Array, seed: int) -> jax.Array:
+  """(B,) PRNG keys, frame ``i``'s folded from its own 8-bit pixel sum.
+
+  For losses that draw afresh at every attack step (MTCNN's jittered crops, the gaze
+  geometries): the draws change as the attack changes the frame, while the loss stays a
+  deterministic function of its inputs and a frame's loss does not depend on the rest of
+  its batch. The sum is of integers, exact in any summation order, so the draws do not
+  depend on how XLA reduces (batch size, sharding across devices); a float sum's last
+  bits did, and changed every draw of a frame between 1 and 4 devices.
+  """
+  q = jnp.round(jnp.clip(jax.lax.stop_gradient(frames), 0.0, 1.0) * 255.0).astype(jnp.int32)
+  bits = jnp.sum(q, axis=tuple(range(1, frames.ndim)))
+  return jax.vmap(lambda b: jax.random.fold_in(jax.random.PRNGKey(seed), b))(bits)
 
 
 _PLACEHOLDER_BOX = np.array([8.0, 8.0, 72.0, 88.0], np.float32)

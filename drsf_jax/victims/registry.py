@@ -29,7 +29,7 @@ from drsf_jax.io.frames import as_unit_frames
 from drsf_jax.victims import detectors
 # The interface lives below the registry so that victim modules (gaze_victims) import it
 # without importing the registry that imports them.
-from drsf_jax.victims.interface import FaceContext, Victim, context_from_detections  # pylint: disable=unused-import
+from drsf_jax.victims.interface import FaceContext, Victim, context_from_detections, frame_keys  # pylint: disable=unused-import
 
 
 def _kl_binary(p_t, p, eps=1e-6):
@@ -104,18 +104,12 @@ MTCNN_NOMINAL_ONLY = {"onet_samples": 0, "rnet_samples": 0, "quantize": False}
 def _random_crops(frames, boxes, n: int, sigma: float, seed: int):
   """(B, K, 4) boxes -> (B, K, n, 4) boxes moved and scaled by N(0, sigma) of their side.
 
-  The key of frame ``i`` is folded from that frame's own (8-bit, integer) pixel sum, so the draws change as
-  the attack changes the frame (fresh crops at every step: a stochastic expectation that a
-  fixed set of crops cannot give, as the attack overfits any fixed set), while the loss
-  stays a deterministic function of its inputs and a frame's loss does not depend on the
-  rest of its batch.
+  Frame ``i``'s draws come from :func:`interface.frame_keys` (its own 8-bit pixel sum), so
+  they change as the attack changes the frame (fresh crops at every step: a stochastic
+  expectation that a fixed set of crops cannot give, as the attack overfits any fixed
+  set), while the loss stays a deterministic function of its inputs.
   """
-  # An integer sum of the 8-bit values: exact in any summation order, so the draws do not
-  # depend on how XLA reduces (batch size, sharding across devices); a float sum's last
-  # bits did, and changed every draw of a frame between 1 and 4 devices.
-  q = jnp.round(jnp.clip(jax.lax.stop_gradient(frames), 0.0, 1.0) * 255.0).astype(jnp.int32)
-  bits = jnp.sum(q, axis=(1, 2, 3))
-  keys = jax.vmap(lambda b: jax.random.fold_in(jax.random.PRNGKey(seed), b))(bits)
+  keys = frame_keys(frames, seed)
   off = jax.vmap(lambda k: jax.random.normal(k, (boxes.shape[1], n, 3)))(keys) * sigma
   boxes = jax.lax.stop_gradient(boxes)
   cx = (boxes[..., 0] + boxes[..., 2]) / 2

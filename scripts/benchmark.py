@@ -170,7 +170,8 @@ def _all_active_thresholds(names):
 
 def _deidentifier(names, weights_dir, batch, max_iter=1, defaults=False):
   """The pipeline for ``names``. ``defaults``: deid.py's settings (thresholds, the stop in
-  user units, the backend's loop); otherwise exactly ``max_iter`` steps of every victim."""
+  user units, the backend's loop); otherwise exactly ``max_iter`` steps of every victim and
+  of every gaze geometry."""
   from drsf_jax.deid import pipeline
   det, rest = names[0], names[1:]
   align = next((n for n in rest if n == "fan"), "none")
@@ -185,7 +186,15 @@ def _deidentifier(names, weights_dir, batch, max_iter=1, defaults=False):
                                                      batch_size=batch, verify=False), weights_dir)
   cfg = pipeline.DeidConfig(detector=det, alignment=align, gaze=gaze, batch_size=batch,
                             max_iter=max_iter, verify=False, stop="loss")
-  return pipeline.Deidentifier(cfg, weights_dir, thresholds=_all_active_thresholds(names), loop="host")
+  # Like with like: the PyTorch step baseline evaluates every jittered gaze geometry, so
+  # these rows do too (the pipeline's default draws 2 of them per step; --e2e_iters 0).
+  from drsf_jax.victims import gaze as gaze_victims
+  draws = gaze_victims.GEOMETRY_DRAWS
+  gaze_victims.GEOMETRY_DRAWS = gaze_victims.GEOMETRY_SAMPLES  # Read when the victim is built.
+  try:
+    return pipeline.Deidentifier(cfg, weights_dir, thresholds=_all_active_thresholds(names), loop="host")
+  finally:
+    gaze_victims.GEOMETRY_DRAWS = draws
 
 
 def prepare_batch(d, frames_u8):

@@ -64,6 +64,11 @@ def _jax_side(setup, names):
       from drsf_jax.victims import detectors
       return victims_lib._mtcnn_victim(n, detectors.load_detector(n, setup["wdir"]),  # pylint: disable=protected-access
                                        **victims_lib.MTCNN_NOMINAL_ONLY)
+    if n in victims_lib.GAZE_MODELS:
+      # The baseline's gaze loss evaluates every jittered geometry; the pipeline's draws 2
+      # of them per step (from the frame's pixels, in JAX): compared with all of them.
+      from drsf_jax.victims import gaze
+      return gaze.load(n, setup["wdir"], geometry_draws=gaze.GEOMETRY_SAMPLES)
     return victims_lib.load_victim(n, setup["wdir"])
 
   vs = [load(n) for n in names]

@@ -127,3 +127,42 @@ def test_bad_names_and_calibration(wdir, tmp_path):
   bad.write_text("image_width: 640\ncamera_matrix: [1, 2\n")
   with pytest.raises(ValueError, match="calib.yaml"):
     cameras.make_camera(str(bad), 640, 480)
+
+
+def test_gaze_geometry_draws_are_a_fresh_subset_of_the_targets(wdir, frames, context):
+  """``geometry_draws``: each step's loss is the full loss on the nominal geometry plus
+  that many of the jittered ones, drawn from the frame's own pixels (so afresh when the
+  attack changes it), never the nominal one dropped; ``draws >= samples`` is the full loss."""
+  from drsf_jax.victims import gaze as gaze_victims
+  full = gaze_victims.load("MPIIGaze", wdir, geometry_samples=8, geometry_draws=8)  # Every geometry.
+  drawn = gaze_victims.load("MPIIGaze", wdir, geometry_samples=8, geometry_draws=2)
+  assert gaze_victims.GEOMETRY_DRAWS == 2  # The default draws, as `drawn`.
+  t = full.targets(full.params, frames, context)
+  x = jnp.asarray(frames)
+  sub = gaze_victims._draw_geometries(t, x, 8, 2)  # pylint: disable=protected-access
+  assert sub["homography"].shape[1] == 3 and sub["valid"].shape == (2, 3)
+  got = np.asarray(jax.jit(drawn.loss)(drawn.params, x, t))
+  want = np.asarray(jax.jit(full.loss)(full.params, x, sub))
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  assert np.all(got > 0)  # Jittered geometries read the original a little off.
+  # The nominal geometry is always first; the drawn ones are jittered ones.
+  np.testing.assert_array_equal(np.asarray(sub["homography"][:, 0]), np.asarray(t["homography"][:, 0]))
+  def ids(y, tt=t):  # Which of the 1 + 8 geometries each frame's loss was given.
+    hs = gaze_victims._draw_geometries(tt, y, 8, 2)["homography"]  # pylint: disable=protected-access
+    return [[int(np.argmin(np.abs(np.asarray(tt["homography"][i]) - np.asarray(h)).sum(axis=(1, 2, 3))))
+             for h in hs[i]] for i in range(len(y))]
+
+  first = ids(x)
+  assert all(r[0] == 0 and 0 not in r[1:] and len(set(r)) == 3 for r in first), first
+  # One grey level on a few pixels redraws (over a few such changes, some draw differs).
+  redrawn = [ids(x.at[:, :4, :4, :].add(k / 255.0)) for k in range(1, 6)]
+  assert any(r != first for r in redrawn)
+  # A frame's draws do not depend on the rest of its batch.
+  assert ids(x[:1], {k: v[:1] for k, v in t.items()})[0] == first[0]
+  more = gaze_victims.load("MPIIGaze", wdir, geometry_samples=8, geometry_draws=20)
+  np.testing.assert_array_equal(np.asarray(jax.jit(more.loss)(more.params, x, t)),
+                                np.asarray(jax.jit(full.loss)(full.params, x, t)))
+  # The full loss is the mean over all 9 geometries: not what 2 draws give.
+  assert not np.allclose(np.asarray(jax.jit(full.loss)(full.params, x, t)), got, rtol=1e-4)
+  with pytest.raises(ValueError, match="geometry_draws must be >= 1"):
+    gaze_victims.load("MPIIGaze", wdir, geometry_draws=0)

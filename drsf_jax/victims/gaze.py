@@ -120,7 +120,7 @@ def _draw_geometries(t: dict, frames, samples: int, draws: int) -> dict:
   (:func:`interface.frame_keys`): afresh at every step as the attack changes the frame."""
   b, n = t["valid"].shape
   k = n // (1 + samples)
-  keys = frame_keys(frames, seed=2000)
+  keys = frame_keys(frames, seed=2000)  # Not MTCNN's crop seed: the two draws stay independent.
   pick = jax.vmap(lambda key: jax.random.choice(key, samples, (draws,), replace=False))(keys) + 1
   sel = jnp.concatenate([jnp.zeros((b, 1), pick.dtype), pick], axis=1)  # (B, 1 + draws) geometry ids.
   idx = (sel[:, :, None] * k + jnp.arange(k)[None, None, :]).reshape(b, -1)
@@ -136,9 +136,11 @@ def _make(name: str, variables, meta, equalization: str = "refit",
   if geometry_samples < 0 or not np.isfinite(geometry_jitter_px) or geometry_jitter_px < 0:
     raise ValueError(f"geometry_samples must be >= 0 and geometry_jitter_px finite and >= 0, got "
                      f"{geometry_samples}, {geometry_jitter_px}")
+  # geometry_draws None: the module's GEOMETRY_DRAWS (2; None there: every geometry).
   draws = GEOMETRY_DRAWS if geometry_draws is None else geometry_draws
   if draws is not None and draws < 1:
-    raise ValueError(f"geometry_draws must be >= 1 (or None: all), got {draws}")
+    raise ValueError(f"geometry_draws must be >= 1 (>= geometry_samples: every geometry at every "
+                     f"step), got {draws}")
   draw = draws is not None and draws < geometry_samples
   config = dict(gaze_models.DEFAULT_CONFIGS[name])
   config.update(meta.get("config", {}))

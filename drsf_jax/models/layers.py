@@ -214,18 +214,66 @@ def _pool_pads(size: int, k: int, s: int, p: int, ceil_mode: bool) -> tuple[int,
 
 def max_pool2d(x, kernel_size: IntOr2, stride: IntOr2 | None = None,
                padding: IntOr2 = 0, ceil_mode: bool = False):
-  """``F.max_pool2d`` on NHWC input, padding with -inf (PyTorch semantics)."""
+  """``F.max_pool2d`` on NHWC input, padding with -inf (PyTorch semantics).
+
+  The maximum of the window's strided taps, with a VJP that routes each output's gradient
+  to the first maximum in the window's row-major order, as PyTorch and XLA's
+  ``select_and_scatter`` do. XLA:CPU's ``reduce_window`` gradient (``select_and_scatter``)
+  was 7-12x slower than this form: 156 against 21 ms for ONet's first pool on 72 crops
+  (forward + backward, one core), most of an MTCNN attack step.
+  """
   kh, kw = _pair(kernel_size)
   sh, sw = _pair(stride if stride is not None else kernel_size)
   ph, pw = _pair(padding)
   pad_h = _pool_pads(x.shape[1], kh, sh, ph, ceil_mode)
   pad_w = _pool_pads(x.shape[2], kw, sw, pw, ceil_mode)
-  return jax.lax.reduce_window(
-      x, -jnp.inf, jax.lax.max,
-      window_dimensions=(1, kh, kw, 1),
-      window_strides=(1, sh, sw, 1),
-      padding=((0, 0), pad_h, pad_w, (0, 0)),
-  )
+  xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)), constant_values=-jnp.inf)
+  return _max_pool_taps(xp, (kh, kw), (sh, sw))
+
+
+def _pool_tap(xp, i: int, j: int, window, strides):
+  """Tap ``(i, j)`` of every window of the (padded) input: a strided slice."""
+  (kh, kw), (sh, sw) = window, strides
+  oh = (xp.shape[1] - kh) // sh + 1
+  ow = (xp.shape[2] - kw) // sw + 1
+  return jax.lax.slice(xp, (0, i, j, 0), (xp.shape[0], i + sh * (oh - 1) + 1,
+                                          j + sw * (ow - 1) + 1, xp.shape[3]), (1, sh, sw, 1))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool_taps(xp, window, strides):
+  out = None
+  for i in range(window[0]):
+    for j in range(window[1]):
+      tap = _pool_tap(xp, i, j, window, strides)
+      out = tap if out is None else jnp.maximum(out, tap)
+  return out
+
+
+def _max_pool_fwd(xp, window, strides):
+  out = _max_pool_taps(xp, window, strides)
+  return out, (xp, out)
+
+
+def _max_pool_bwd(window, strides, res, g):
+  xp, out = res
+  (kh, kw), (sh, sw) = window, strides
+  taken = jnp.zeros(out.shape, bool)
+  gx = jnp.zeros_like(xp)
+  zero = jnp.zeros((), g.dtype)
+  for i in range(kh):
+    for j in range(kw):
+      hit = (_pool_tap(xp, i, j, window, strides) == out) & ~taken
+      taken = taken | hit
+      # Transpose of the strided slice: the tap's gradient spread back with interior zeros.
+      part = jnp.where(hit, g, zero)
+      hi_h = xp.shape[1] - i - (sh * (out.shape[1] - 1) + 1)
+      hi_w = xp.shape[2] - j - (sw * (out.shape[2] - 1) + 1)
+      gx = gx + jax.lax.pad(part, zero, ((0, 0, 0), (i, hi_h, sh - 1), (j, hi_w, sw - 1), (0, 0, 0)))
+  return (gx,)
+
+
+_max_pool_taps.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def avg_pool2d(x, kernel_size: IntOr2, stride: IntOr2 | None = None, padding: IntOr2 = 0,

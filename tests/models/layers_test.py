@@ -1,5 +1,6 @@
 """PyTorch-exactness of the building blocks in drsf_jax/models/layers.py."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -56,6 +57,28 @@ def test_max_pool_matches_torch(k, s, p, ceil, hw):
   out = layers.max_pool2d(jnp.asarray(x), k, s, p, ceil_mode=ceil)
   assert out.shape == ref.shape
   np.testing.assert_array_equal(np.asarray(out), ref)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("k,s,p,ceil,hw", [
+    (3, 2, 0, True, (12, 13)), (2, 2, 0, True, (7, 9)), (3, 2, 1, True, (10, 11)),
+    (3, 1, 1, False, (6, 6)), (2, 2, 0, False, (5, 5)),
+])
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool_gradient_matches_torch(k, s, p, ceil, hw, ties):
+  # ties: values on a coarse grid in constant 2x2 blocks, as a pixelated face gives; each
+  # window's gradient must go to its first maximum (row-major), as PyTorch routes it.
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(2, *hw, 3)).astype(np.float32)
+  if ties:
+    x = np.round(np.repeat(np.repeat(x[:, ::2, ::2], 2, 1), 2, 2)[:, :hw[0], :hw[1]] * 2) / 2
+  g = rng.normal(size=nhwc(torch.nn.functional.max_pool2d(nchw(x), k, s, p, ceil_mode=ceil)).shape).astype(np.float32)
+  xt = nchw(x).requires_grad_(True)
+  (torch.nn.functional.max_pool2d(xt, k, s, p, ceil_mode=ceil) * nchw(g)).sum().backward()
+  ref = nhwc(xt.grad)
+  out = jax.grad(lambda a: jnp.sum(layers.max_pool2d(a, k, s, p, ceil_mode=ceil) * g))(jnp.asarray(x))
+  assert np.abs(ref).sum() > 0
+  np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parity

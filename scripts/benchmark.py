@@ -14,6 +14,9 @@ batch size it measures, on real frames of talking_head_a (../shared) resized to
   4096^3 float32 matmul measured in the same run; XLA's memory estimate of the step;
 * with --compare_torch, the same computation in PyTorch eager (benchmarks/), with the
   same weights, inputs, targets and loss, and the JAX/PyTorch ratio (``speedup_vs_torch``).
+  Like with like: the JAX step computes the baselines' loss (MTCNN on the original's crops
+  only, the gaze models on every landmark geometry; ``benchmarks.jax_loss_options``), not the
+  larger loss of deid's defaults.
 
 --end_to_end times whole de-identification runs (frames/s) against the eager PyTorch
 pipeline of benchmarks/ that recomputes crops and warps every iteration, and --startup
@@ -41,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # pylint: disable=g-import-not-at-top
 
 from drsf_jax import cli
+from benchmarks import jax_loss_options  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 DEFAULT_SETS = "retinaface,retinaface+fan,retinaface+fan+MPIIGaze"
@@ -59,7 +63,8 @@ flags.DEFINE_bool("end_to_end", False, "Time whole de-identification runs (JAX p
 flags.DEFINE_string("e2e_sets", "mtcnn,retinaface+MPIIGaze,retinaface+fan+MPIIGaze",
                     "Comma-separated victim sets of --end_to_end.")
 flags.DEFINE_integer("e2e_frames", 16, "Frames of talking_head_a in --end_to_end.")
-flags.DEFINE_integer("e2e_iters", 20, "Attack iterations per batch in --end_to_end (no early stop). "
+flags.DEFINE_integer("e2e_iters", 20, "Attack iterations per batch in --end_to_end (no early stop; "
+                     "both sides compute the same loss, as the step rows do). "
                      "0 = each side at its defaults: the JAX pipeline as deid.py runs it (the stop "
                      "in user units, warm start, at most 150 steps), the original-like pipeline its "
                      "full 150-step budget; the utility of both written files is measured either way.")
@@ -170,8 +175,8 @@ def _all_active_thresholds(names):
 
 def _deidentifier(names, weights_dir, batch, max_iter=1, defaults=False):
   """The pipeline for ``names``. ``defaults``: deid.py's settings (thresholds, the stop in
-  user units, the backend's loop); otherwise exactly ``max_iter`` steps of every victim and
-  of every gaze geometry."""
+  user units, the backend's loop); otherwise exactly ``max_iter`` steps of every victim, each
+  computing the PyTorch baseline's loss (``benchmarks.jax_loss_options``)."""
   from drsf_jax.deid import pipeline
   det, rest = names[0], names[1:]
   align = next((n for n in rest if n == "fan"), "none")
@@ -186,15 +191,8 @@ def _deidentifier(names, weights_dir, batch, max_iter=1, defaults=False):
                                                      batch_size=batch, verify=False), weights_dir)
   cfg = pipeline.DeidConfig(detector=det, alignment=align, gaze=gaze, batch_size=batch,
                             max_iter=max_iter, verify=False, stop="loss")
-  # Like with like: the PyTorch step baseline evaluates every jittered gaze geometry, so
-  # these rows do too (the pipeline's default draws 2 of them per step; --e2e_iters 0).
-  from drsf_jax.victims import gaze as gaze_victims
-  draws = gaze_victims.GEOMETRY_DRAWS
-  gaze_victims.GEOMETRY_DRAWS = gaze_victims.GEOMETRY_SAMPLES  # Read when the victim is built.
-  try:
-    return pipeline.Deidentifier(cfg, weights_dir, thresholds=_all_active_thresholds(names), loop="host")
-  finally:
-    gaze_victims.GEOMETRY_DRAWS = draws
+  return pipeline.Deidentifier(cfg, weights_dir, thresholds=_all_active_thresholds(names), loop="host",
+                               victim_options=jax_loss_options(names))
 
 
 def prepare_batch(d, frames_u8):

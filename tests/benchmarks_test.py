@@ -58,18 +58,10 @@ def _jax_side(setup, names):
   x = setup["frames"]
 
   def load(n):
-    # The PyTorch baseline ports MTCNN's fixed-crop loss; the pipeline's default adds
-    # crops drawn at random (in JAX) every step, which the baseline does not reproduce.
-    if n == "mtcnn":
-      from drsf_jax.victims import detectors
-      return victims_lib._mtcnn_victim(n, detectors.load_detector(n, setup["wdir"]),  # pylint: disable=protected-access
-                                       **victims_lib.MTCNN_NOMINAL_ONLY)
-    if n in victims_lib.GAZE_MODELS:
-      # The baseline's gaze loss evaluates every jittered geometry; the pipeline's draws 2
-      # of them per step (from the frame's pixels, in JAX): compared with all of them.
-      from drsf_jax.victims import gaze
-      return gaze.load(n, setup["wdir"], geometry_draws=gaze.GEOMETRY_SAMPLES)
-    return victims_lib.load_victim(n, setup["wdir"])
+    # The options under which the JAX loss is the baseline's (scripts/benchmark.py's step
+    # rows use the same): MTCNN on the original's crops only, every gaze geometry.
+    from benchmarks import jax_loss_options
+    return victims_lib.load_victim(n, setup["wdir"], **jax_loss_options(names).get(n, {}))
 
   vs = [load(n) for n in names]
   dets = vs[0].predict(vs[0].params, x)

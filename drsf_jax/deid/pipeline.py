@@ -176,10 +176,20 @@ class Deidentifier:
   """
 
   def __init__(self, cfg: DeidConfig, weights_dir: str | None = None,
-               thresholds: dict[str, float] | None = None, loop: str | None = None):
+               thresholds: dict[str, float] | None = None, loop: str | None = None,
+               victim_options: dict[str, dict] | None = None):
+    """``victim_options``: per victim name, keyword arguments of its loss (see
+    :func:`drsf_jax.victims.load_victim`); for comparisons, e.g. the benchmark's
+    like-with-like rows. deid.py never sets them."""
     cfg.validate()
     self.cfg = cfg
-    self.victims = [victims_lib.load_victim(n, weights_dir) for n in cfg.victim_names]
+    victim_options = dict(victim_options or {})
+    stray = sorted(set(victim_options) - set(cfg.victim_names))
+    if stray:
+      raise ValueError(f"victim_options for {', '.join(stray)}, which this run does not attack "
+                       f"({', '.join(cfg.victim_names)})")
+    self.victims = [victims_lib.load_victim(n, weights_dir, **victim_options.get(n, {}))
+                    for n in cfg.victim_names]
     th = dict(DEFAULT_THRESHOLDS)
     th.update(thresholds or {})
     self.thresholds = np.asarray([th[v.name] for v in self.victims], np.float32)

@@ -18,6 +18,7 @@ landmark and gaze victims need, as the original fixed boxes and landmarks during
 
 import dataclasses
 import functools
+import inspect
 from typing import Any, Callable
 
 import jax
@@ -303,28 +304,53 @@ def _unit_input(predict: Callable[..., list]) -> Callable[..., list]:
   return wrapped
 
 
-def load_victim(name: str, weights_dir: str | None = None) -> Victim:
+def load_victim(name: str, weights_dir: str | None = None, **options) -> Victim:
   """Loads an authorized model by its CLI name; errors are one line and name the fix.
 
   The victim's ``predict(params, frames, ...)`` takes (B, H, W, 3) frames, uint8 or float
   in [0, 1]; ``targets`` and ``loss`` run inside the attack on float [0, 1] arrays.
+
+  ``options``: keyword arguments of the victim's loss, for comparisons and experiments
+  (the defaults are deid's): mtcnn takes ``onet_samples``, ``rnet_samples``,
+  ``onet_jitter``, ``rnet_jitter``, ``quantize`` and ``seed`` (``MTCNN_NOMINAL_ONLY`` is
+  the loss on the original's crops only); the gaze models take ``equalization``,
+  ``geometry_samples``, ``geometry_jitter_px`` and ``geometry_draws``; retinaface and fan
+  take none.
   """
-  v = _load_victim(name, weights_dir)
+  v = _load_victim(name, weights_dir, options)
   return dataclasses.replace(v, predict=_unit_input(v.predict))
 
 
-def _load_victim(name: str, weights_dir: str | None) -> Victim:
+def _check_options(name: str, options: dict, factory: Callable) -> None:
+  """A one-line error for an option ``factory`` does not take (a typo must not be ignored)."""
+  known = [p for p in inspect.signature(factory).parameters if p not in _POSITIONAL]
+  unknown = sorted(set(options) - set(known))
+  if unknown:
+    raise ValueError(f"unknown option(s) {', '.join(unknown)} for {name}; it takes: "
+                     f"{', '.join(known) or 'none'}")
+
+
+# The factories' positional arguments, which load_victim supplies itself.
+_POSITIONAL = ("name", "det", "variables", "meta", "weights_dir")
+
+
+def _load_victim(name: str, weights_dir: str | None, options: dict | None = None) -> Victim:
+  options = dict(options or {})
   if name in detectors.DETECTORS:
+    factory = _mtcnn_victim if name == "mtcnn" else _retinaface_victim
+    _check_options(name, options, factory)
     det = detectors.load_detector(name, weights_dir)
-    return (_mtcnn_victim if name == "mtcnn" else _retinaface_victim)(name, det)
+    return factory(name, det, **options)
   if name == "fan":
     from drsf_jax.models import fan
+    _check_options(name, options, _fan_victim)
     variables, meta = checkpoints.load("fan", weights_dir)
     checkpoints.check_tree(fan.expected_variables("fan", meta.get("config")), variables,
                            what=checkpoints.weights_path("fan", weights_dir))
     return _fan_victim(variables, meta)
   if name in GAZE_MODELS[:-1]:
     from drsf_jax.victims import gaze as gaze_victims  # pylint: disable=import-outside-toplevel
-    return gaze_victims.load(name, weights_dir)
+    _check_options(name, options, gaze_victims.load)
+    return gaze_victims.load(name, weights_dir, **options)
   raise ValueError(f"unknown model {name!r}; detectors: {', '.join(detectors.DETECTORS)}; "
                    f"alignment: fan; gaze: {', '.join(GAZE_MODELS[:-1])}")

@@ -70,17 +70,14 @@ def test_loss_gradient_is_finite_nonzero_and_traced_once(wdir, frames, context, 
     # Under the jittered geometries the original frame itself reads a slightly different
     # gaze (that is what the attack is asked to correct); the nominal geometry alone is
     # exact on the original.
-    from drsf_jax.victims import gaze as gaze_victims
-    v = gaze_victims.load(name, wdir, geometry_samples=0)
+    v = victims.load_victim(name, wdir, geometry_samples=0)
     t = v.targets(v.params, frames, ctx)
     at_original = jnp.sum(jax.jit(v.loss)(v.params, jnp.asarray(frames), t))
     val = jnp.sum(jax.jit(v.loss)(v.params, x_obf, t))
   if name == "mtcnn":
     # Likewise, ONet on crops drawn around the original's reads a box and landmarks a
     # pixel or so off even on the original; on the original's crops alone it is exact.
-    from drsf_jax.victims import detectors
-    v = victims._mtcnn_victim("mtcnn", detectors.load_detector("mtcnn", wdir), onet_samples=0,
-                              rnet_samples=0)
+    v = victims.load_victim("mtcnn", wdir, onet_samples=0, rnet_samples=0)
     t = v.targets(v.params, frames, ctx)
     at_original = jnp.sum(jax.jit(v.loss)(v.params, jnp.asarray(frames), t))
     val = jnp.sum(jax.jit(v.loss)(v.params, x_obf, t))
@@ -120,6 +117,14 @@ def test_frames_without_faces_give_empty_predictions_and_zero_loss(wdir, frames)
 def test_bad_names_and_calibration(wdir, tmp_path):
   with pytest.raises(ValueError, match="unknown model 'GazeNet'"):
     victims.load_victim("GazeNet", wdir)
+  with pytest.raises(ValueError, match=r"unknown option\(s\) onet_sample for mtcnn; it takes: onet_samples"):
+    victims.load_victim("mtcnn", wdir, onet_sample=0)
+  with pytest.raises(ValueError, match=r"unknown option\(s\) geometry_draws for retinaface; it takes: none"):
+    victims.load_victim("retinaface", wdir, geometry_draws=2)
+  from drsf_jax.deid import pipeline
+  with pytest.raises(ValueError, match="victim_options for MPIIGaze, which this run does not attack"):
+    pipeline.Deidentifier(pipeline.DeidConfig(detector="retinaface"), wdir,
+                          victim_options={"MPIIGaze": {"geometry_draws": 8}})
   with pytest.raises(checkpoints.WeightsError, match="convert_weights.py --model fan"):
     victims.load_victim("fan", str(tmp_path))
   from drsf_jax.geometry import cameras

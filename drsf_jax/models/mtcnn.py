@@ -404,6 +404,108 @@ def pnet_pyramid(variables, frames: jax.Array, config: Mapping[str, Any] | None 
   return out
 
 
+# PNet maps are cut into windows of multiples of this many positions (fewer compiled shapes).
+PNET_WINDOW_BUCKET = 16
+
+
+def _pnet_map_size(level: int) -> int:
+  """PNet's output positions along a level side of ``level`` px (3x3 valid, 2x2 ceil pool,
+  3x3, 3x3): position ``j`` reads level pixels ``2j .. 2j + 11``."""
+  return -(-(level - 2) // 2) - 4
+
+
+def _window_axis(pos_any: np.ndarray, bucket: int, at_least: int = 0) -> tuple[int, int]:
+  """``(p0, n)``: the map positions ``p0 .. p0 + n - 1`` that hold every true entry of
+  ``pos_any``, ``n`` a multiple of ``bucket`` and at least ``at_least``; the whole axis
+  (0, size) when such a window would reach the last position (which reads the pool's ceil
+  padding) or hold it all."""
+  size = len(pos_any)
+  idx = np.flatnonzero(pos_any)
+  lo, hi = (int(idx[0]), int(idx[-1])) if len(idx) else (0, 0)
+  n = max(-(-(hi - lo + 1) // bucket) * bucket, at_least)
+  if n >= size - 1 or hi >= size - 1:
+    return 0, size
+  return min(lo, size - 1 - n), n
+
+
+def _band_matrix(start: int, length: int, level: int, size: int):
+  """Rows ``start .. start + length - 1`` of the ``size`` -> ``level`` area resize, as a
+  (length, band) averaging matrix over input rows ``b0 .. b0 + band - 1``: ``(b0, mat)``.
+  The band's length depends only on ``length``, ``level`` and ``size`` (one shape)."""
+  band = min(size, -(-length * size // level) + 2)
+  full = _area_matrix_np(size, level)[start:start + length]
+  b0 = min(int(np.flatnonzero(full.any(axis=0))[0]), size - band)
+  assert not full[:, :b0].any() and not full[:, b0 + band:].any()
+  return b0, np.ascontiguousarray(full[:, b0:b0 + band])
+
+
+def pnet_windows(pos: Sequence[np.ndarray], frame_hw: tuple[int, int],
+                 config: Mapping[str, Any] | None = None, bucket: int = PNET_WINDOW_BUCKET,
+                 at_least: Sequence[tuple[int, int]] | None = None):
+  """Host-side windows of the pyramid where a loss needs PNet: per level, the map positions
+  that hold every true entry of ``pos[level]`` (B, mh, mw) in any frame, the level pixels
+  they read, and the frame rows and columns those pixels average.
+
+  :func:`pnet_pyramid_windows` on them gives PNet's outputs at those positions equal to
+  :func:`pnet_pyramid`'s (the same window sums in another order), at a cost that grows with
+  the positions rather than the frame: a 960x960 frame's pyramid is ~14x a 256x256 one's.
+
+  ``at_least``: per level, the least window size (rows, columns) in map positions, e.g.
+  the sizes returned for earlier batches: windows that only grow keep a video to a few
+  compiled shapes (each new set of sizes compiles the attack step anew).
+
+  Returns ``(windows, sizes)``: one dict per level: ``p0``, ``q0`` (int32: the window's
+  first map row and column), ``rows`` (lr, band_h) and ``cols`` (band_w * 3, lc * 3)
+  averaging matrices (the columns' with the channels folded in, as
+  :func:`resize_area`), ``y0``, ``x0`` (int32: the bands' first frame row and column);
+  and the windows' sizes (rows, columns), on which alone the shapes depend.
+  """
+  cfg = _config(config)
+  h, w = frame_hw
+  out, sizes = [], []
+  scales = pyramid_scales(h, w, cfg["min_face_size"], cfg["factor"])
+  at_least = list(at_least) if at_least is not None else [(0, 0)] * len(scales)
+  if len(pos) != len(scales) or len(at_least) != len(scales):
+    raise ValueError(f"{len(pos)} PNet maps and {len(at_least)} sizes for a {len(scales)}-level pyramid")
+  for scale, p, (least_r, least_c) in zip(scales, pos, at_least):
+    p = np.asarray(p) > 0
+    lh, lw = int(h * scale + 1), int(w * scale + 1)
+    if p.shape[1:] != (_pnet_map_size(lh), _pnet_map_size(lw)):
+      raise ValueError(f"PNet map {p.shape[1:]} does not match a {lh}x{lw} pyramid level")
+    p0, nr = _window_axis(p.any(axis=(0, 2)), bucket, least_r)
+    q0, nc = _window_axis(p.any(axis=(0, 1)), bucket, least_c)
+    sizes.append((nr, nc))
+    lr = lh if nr == p.shape[1] else 2 * nr + 10
+    lc = lw if nc == p.shape[2] else 2 * nc + 10
+    y0, rows = _band_matrix(2 * p0, lr, lh, h)
+    x0, cols = _band_matrix(2 * q0, lc, lw, w)
+    out.append({"p0": np.int32(p0), "q0": np.int32(q0), "y0": np.int32(y0), "x0": np.int32(x0),
+                "rows": rows, "cols": np.kron(cols.T, np.eye(3, dtype=np.float32))})
+  return out, sizes
+
+
+def pnet_pyramid_windows(variables, frames: jax.Array, windows: Sequence[Mapping[str, Any]]):
+  """PNet on the windows of :func:`pnet_windows`; static shapes, differentiable.
+
+  Returns one ``(reg (B, nr, nc, 4), face_prob (B, nr, nc))`` per level: the maps of
+  :func:`pnet_pyramid` at rows ``p0 .. p0 + nr - 1`` and columns ``q0 .. q0 + nc - 1``.
+  """
+  b, _, _, c = frames.shape
+  out = []
+  for wnd in windows:
+    lr, bh = wnd["rows"].shape
+    bwc, lcc = wnd["cols"].shape
+    bw, lc = bwc // c, lcc // c
+    band = jax.lax.dynamic_slice(frames * 255.0, (0, wnd["y0"], wnd["x0"], 0), (b, bh, bw, c))
+    # As resize_area: two plain 2-D matmuls (rows; columns with the channels folded in).
+    t = wnd["rows"] @ jnp.transpose(band, (1, 0, 2, 3)).reshape(bh, b * bw * c)
+    t = t.reshape(lr * b, bw * c) @ wnd["cols"]
+    level = jnp.transpose(t.reshape(lr, b, lc, c), (1, 0, 2, 3))
+    reg, prob = _MODULES["pnet"].apply(_net_vars(variables, "pnet"), (level - PIXEL_MEAN) * PIXEL_SCALE)
+    out.append((reg, prob[..., 1]))
+  return out
+
+
 def calibrate(boxes, box_reg):
   """Applies a box regression as ``bbreg``: ``box + reg * (x2 - x1 + 1, y2 - y1 + 1)``."""
   w = boxes[..., 2] - boxes[..., 0] + 1

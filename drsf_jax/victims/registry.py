@@ -162,6 +162,8 @@ def _mtcnn_victim(name: str, det: detectors.Detector, onet_samples: int = MTCNN_
     raise ValueError("sample counts must be >= 0 and jitters finite and >= 0, got "
                      f"{onet_samples}, {rnet_samples}, {onet_jitter}, {rnet_jitter}")
 
+  window_sizes: dict = {}  # Frame size -> the PNet window sizes of the batches so far.
+
   def _pnet_maps(params, frames):
     return mtcnn.pnet_pyramid(params, frames, config)
 
@@ -182,8 +184,17 @@ def _mtcnn_victim(name: str, det: detectors.Detector, onet_samples: int = MTCNN_
   def targets(params, frames, ctx: FaceContext):
     onet = ctx.extra.get("onet_boxes", ctx.boxes)
     rnet = ctx.extra.get("rnet_boxes", onet)
-    return _targets(params, jnp.asarray(frames), jnp.asarray(onet), jnp.asarray(rnet),
-                    jnp.asarray(ctx.valid))
+    t = _targets(params, jnp.asarray(frames), jnp.asarray(onet), jnp.asarray(rnet),
+                 jnp.asarray(ctx.valid))
+    # The loss runs PNet only where the original had proposals (on every frame of the
+    # batch), not on the whole pyramid: exact, and the step's cost follows the face. The
+    # windows only grow within a frame size, so a video compiles the step a few times,
+    # not once per batch (8 shapes in 12 batches of talking_head_a otherwise).
+    hw = tuple(np.shape(frames)[1:3])
+    windows, window_sizes[hw] = mtcnn.pnet_windows(
+        [np.asarray(tt["pos"]) for tt in t["pnet"]], hw, config, at_least=window_sizes.get(hw))
+    t["pnet_windows"] = jax.tree_util.tree_map(jnp.asarray, windows)
+    return t
 
   def _crops(x, boxes, n, sigma, seed_):
     """(B, K, 1 + n, 4): the original's crop, then ``n`` drawn around it."""
@@ -215,10 +226,14 @@ def _mtcnn_victim(name: str, det: detectors.Detector, onet_samples: int = MTCNN_
     staged = jnp.sum(per_face * t["valid"], axis=1) / jnp.maximum(jnp.sum(t["valid"], axis=1), 1.0)
     pn_sum = 0.0
     pn_cnt = 0.0
-    for (r, p), tt in zip(_pnet_maps(params, x), t["pnet"]):
-      term = _kl_binary(tt["prob"], p) + jnp.mean((r - tt["reg"]) ** 2, axis=-1)
-      pn_sum = pn_sum + jnp.sum(term * tt["pos"], axis=(1, 2))
-      pn_cnt = pn_cnt + jnp.sum(tt["pos"], axis=(1, 2))
+    for (r, p), tt, wnd in zip(mtcnn.pnet_pyramid_windows(params, x, t["pnet_windows"]), t["pnet"],
+                               t["pnet_windows"]):
+      cut = lambda a, n=p.shape: jax.lax.dynamic_slice(  # noqa: E731 - the window of a target map
+          a, (0, wnd["p0"], wnd["q0"]) + (0,) * (a.ndim - 3), n + a.shape[3:])
+      pos = cut(tt["pos"])
+      term = _kl_binary(cut(tt["prob"]), p) + jnp.mean((r - cut(tt["reg"])) ** 2, axis=-1)
+      pn_sum = pn_sum + jnp.sum(term * pos, axis=(1, 2))
+      pn_cnt = pn_cnt + jnp.sum(pos, axis=(1, 2))
     return staged + pn_sum / jnp.maximum(pn_cnt, 1.0)
 
   def predict(params, frames, ctx=None):

@@ -352,6 +352,42 @@ def test_resize_area_matches_torch_area_interpolate(size):
   assert _rel(ours, _nhwc(ref)) <= 1e-5
 
 
+@pytest.mark.parametrize("size", [256, 960])
+def test_pnet_windows_equal_the_pyramid_where_proposals_are(real, size):
+  """The attack's PNet windows (mtcnn.pnet_windows / pnet_pyramid_windows) hold every
+  position the original proposed and give the full pyramid's outputs there, on real
+  frames: talking_head_a at 256x256, and pasted into a 960x960 cabin frame, where the
+  windows are a small part of the pyramid (the cost follows the face)."""
+  from drsf_jax.io import samples
+  variables, _ = real
+  frames = read_frames(shared_file("data", "talking_head_a.mp4"), 2, start=40)
+  if size != 256:
+    frames = samples.cabin_frames(frames, size, size, 560, 420)
+  x = jnp.asarray(frames.astype(np.float32) / 255.0)
+  full = mtcnn.pnet_pyramid(variables, x)
+  pos = [np.asarray(p) >= 0.3 for _, p in full]
+  windows, sizes = mtcnn.pnet_windows(pos, (size, size))
+  parts = mtcnn.pnet_pyramid_windows(variables, x, windows)
+  assert len(parts) == len(full)
+  level_positions = window_positions = 0
+  for (reg, prob), (reg_w, prob_w), wnd, p in zip(full, parts, windows, pos):
+    r0, c0 = int(wnd["p0"]), int(wnd["q0"])
+    n, m = prob_w.shape[1:]
+    assert p[:, r0:r0 + n, c0:c0 + m].sum() == p.sum()  # Every proposal inside.
+    assert _rel(prob_w, prob[:, r0:r0 + n, c0:c0 + m]) <= 1e-5
+    assert _rel(reg_w, reg[:, r0:r0 + n, c0:c0 + m]) <= 1e-5
+    level_positions += prob.shape[1] * prob.shape[2]
+    window_positions += n * m
+  print(size, f"windows: {window_positions} of {level_positions} PNet positions")
+  assert sizes == [tuple(p.shape[1:]) for _, p in parts]
+  # Sizes only grow from at_least (the attack keeps them across a video's batches).
+  grown = [(r + 16, c) for r, c in sizes]
+  again, sizes2 = mtcnn.pnet_windows(pos, (size, size), at_least=grown)
+  assert all(s2[0] >= min(g[0], p.shape[1]) and s2[1] >= s1[1]
+             for s1, s2, g, (_, p) in zip(sizes, sizes2, grown, full))
+  assert window_positions < (0.75 if size == 256 else 0.1) * level_positions
+
+
 @pytest.mark.parity
 @pytest.mark.parametrize("which", ["talking_head", "astronaut"])
 def test_pnet_pyramid_and_rnet_on_boxes_match_detect_face(real, monkeypatch, which):

@@ -84,6 +84,38 @@ def test_loss_gradient_is_finite_nonzero_and_traced_once(wdir, frames, context, 
   assert float(at_original) < 1e-6 * max(float(val), 1e-12) + 1e-9
 
 
+def test_mtcnn_loss_runs_pnet_only_where_it_reads_and_equals_the_whole_pyramid(wdir, frames):
+  """MTCNN's loss runs PNet on windows around the original's proposals; its value equals
+  the loss over the whole pyramid, and so does its gradient on a frame without ties (on a
+  pixelated one, equal pooled values may route to another maximum: float order)."""
+  from drsf_jax.models import mtcnn
+  v = victims.load_victim("mtcnn", wdir)
+  ctx = victims.context_from_detections(v.predict(v.params, frames), 1)
+  t = v.targets(v.params, frames, ctx)
+  assert len(t["pnet_windows"]) == len(t["pnet"])
+  regions = [bbox.face_regions(ctx.boxes[i], frames.shape[1:3]) for i in range(len(frames))]
+  x = obfuscation.obfuscate(frames, regions, "pixelate_10")
+  x = jnp.asarray(np.clip(x + np.random.default_rng(5).uniform(-3, 3, x.shape) / 255, 0, 1).astype(np.float32))
+  no_pnet = dict(t, pnet=[dict(tt, pos=tt["pos"] * 0) for tt in t["pnet"]])
+
+  def whole_pyramid(y):
+    q = y + jax.lax.stop_gradient(jnp.round(y * 255.0) / 255.0 - y)  # As the loss sees it.
+    total = count = 0.0
+    for (r, p), tt in zip(mtcnn.pnet_pyramid(v.params, q, v.config), t["pnet"]):
+      term = victims._kl_binary(tt["prob"], p) + jnp.mean((r - tt["reg"]) ** 2, axis=-1)  # pylint: disable=protected-access
+      total = total + jnp.sum(term * tt["pos"], axis=(1, 2))
+      count = count + jnp.sum(tt["pos"], axis=(1, 2))
+    return v.loss(v.params, y, no_pnet) + total / jnp.maximum(count, 1.0)
+
+  ours = jax.jit(lambda y: v.loss(v.params, y, t))
+  ref = jax.jit(whole_pyramid)
+  np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(ref(x)), rtol=1e-6)
+  assert float(jnp.min(ref(x) - v.loss(v.params, x, no_pnet))) > 0  # PNet's term is there.
+  g = jax.jit(jax.grad(lambda y: jnp.sum(ours(y))))(x)
+  g_ref = jax.jit(jax.grad(lambda y: jnp.sum(ref(y))))(x)
+  assert float(jnp.linalg.norm(g - g_ref) / jnp.linalg.norm(g_ref)) < 1e-5
+
+
 def test_gaze_predictions_carry_pose_and_landmark_source(wdir, frames, context):
   gz = victims.load_victim("MPIIGaze", wdir)
   pred = gz.predict(gz.params, frames, context)

@@ -368,19 +368,35 @@ def rnet_on_boxes(variables, frames: jax.Array, boxes: jax.Array):
 
 def resize_area(frames: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
   """Whole-frame area resize (B, H, W, C) -> (B, oh, ow, C), differentiable (as the pyramid)."""
-  _, h, w, _ = frames.shape
+  _, h, w, c = frames.shape
   oh, ow = out_hw
-  # Host-built averaging matrices applied as two plain 2-D matmuls (rows; columns with the
-  # channels folded in by a Kronecker product), so that the backward pass's dots come out
-  # in natural order. As einsums, the gradient of every pyramid level came out
-  # transposed (C = 3 minor), and XLA:CPU fused the transposing sum of all levels into each
-  # optimizer moment: 2 x 27 ms of a 130 ms MTCNN attack step on 4x256x256.
-  b, c = frames.shape[0], frames.shape[3]
-  rows = _area_matrix_np(h, oh)                                       # (oh, h)
-  cols = np.kron(_area_matrix_np(w, ow).T, np.eye(c, dtype=np.float32))  # (w c, ow c)
+  return _resize_matmuls(frames, _area_matrix_np(h, oh), _fold_channels(_area_matrix_np(w, ow), c))
+
+
+def _fold_channels(cols: np.ndarray, c: int) -> np.ndarray:
+  """(ow, w) column averaging matrix -> (w c, ow c), the channels folded in (Kronecker)."""
+  return np.kron(cols.T, np.eye(c, dtype=np.float32))
+
+
+def _resize_matmuls(frames: jax.Array, rows, cols) -> jax.Array:
+  """(B, h, w, C) -> (B, oh, ow, C) by ``rows`` (oh, h) and channel-folded ``cols`` (w C, ow C).
+
+  Host-built averaging matrices applied as two plain 2-D matmuls, so that the backward
+  pass's dots come out in natural order. As einsums, the gradient of every pyramid level
+  came out transposed (C = 3 minor), and XLA:CPU fused the transposing sum of all levels
+  into each optimizer moment: 2 x 27 ms of a 130 ms MTCNN attack step on 4x256x256.
+  """
+  b, h, w, c = frames.shape
+  oh, ow = rows.shape[0], cols.shape[1] // c
   t = rows @ jnp.transpose(frames, (1, 0, 2, 3)).reshape(h, b * w * c)  # (oh, b w c)
   t = t.reshape(oh * b, w * c) @ cols                                  # (oh b, ow c)
   return jnp.transpose(t.reshape(oh, b, ow, c), (1, 0, 2, 3))
+
+
+def _pnet_on_level(variables, level255: jax.Array):
+  """PNet on one pyramid level in 0..255: ``(reg, face_prob)``."""
+  reg, prob = _MODULES["pnet"].apply(_net_vars(variables, "pnet"), (level255 - PIXEL_MEAN) * PIXEL_SCALE)
+  return reg, prob[..., 1]
 
 
 def pnet_pyramid(variables, frames: jax.Array, config: Mapping[str, Any] | None = None):
@@ -398,9 +414,7 @@ def pnet_pyramid(variables, frames: jax.Array, config: Mapping[str, Any] | None 
   h, w = frames.shape[1], frames.shape[2]
   out = []
   for scale in pyramid_scales(h, w, cfg["min_face_size"], cfg["factor"]):
-    level = resize_area(frames * 255.0, (int(h * scale + 1), int(w * scale + 1)))
-    reg, prob = _MODULES["pnet"].apply(_net_vars(variables, "pnet"), (level - PIXEL_MEAN) * PIXEL_SCALE)
-    out.append((reg, prob[..., 1]))
+    out.append(_pnet_on_level(variables, resize_area(frames * 255.0, (int(h * scale + 1), int(w * scale + 1)))))
   return out
 
 
@@ -480,7 +494,7 @@ def pnet_windows(pos: Sequence[np.ndarray], frame_hw: tuple[int, int],
     y0, rows = _band_matrix(2 * p0, lr, lh, h)
     x0, cols = _band_matrix(2 * q0, lc, lw, w)
     out.append({"p0": np.int32(p0), "q0": np.int32(q0), "y0": np.int32(y0), "x0": np.int32(x0),
-                "rows": rows, "cols": np.kron(cols.T, np.eye(3, dtype=np.float32))})
+                "rows": rows, "cols": _fold_channels(cols, 3)})
   return out, sizes
 
 
@@ -493,16 +507,9 @@ def pnet_pyramid_windows(variables, frames: jax.Array, windows: Sequence[Mapping
   b, _, _, c = frames.shape
   out = []
   for wnd in windows:
-    lr, bh = wnd["rows"].shape
-    bwc, lcc = wnd["cols"].shape
-    bw, lc = bwc // c, lcc // c
-    band = jax.lax.dynamic_slice(frames * 255.0, (0, wnd["y0"], wnd["x0"], 0), (b, bh, bw, c))
-    # As resize_area: two plain 2-D matmuls (rows; columns with the channels folded in).
-    t = wnd["rows"] @ jnp.transpose(band, (1, 0, 2, 3)).reshape(bh, b * bw * c)
-    t = t.reshape(lr * b, bw * c) @ wnd["cols"]
-    level = jnp.transpose(t.reshape(lr, b, lc, c), (1, 0, 2, 3))
-    reg, prob = _MODULES["pnet"].apply(_net_vars(variables, "pnet"), (level - PIXEL_MEAN) * PIXEL_SCALE)
-    out.append((reg, prob[..., 1]))
+    band_hw = (wnd["rows"].shape[1], wnd["cols"].shape[0] // c)
+    band = jax.lax.dynamic_slice(frames * 255.0, (0, wnd["y0"], wnd["x0"], 0), (b,) + band_hw + (c,))
+    out.append(_pnet_on_level(variables, _resize_matmuls(band, wnd["rows"], wnd["cols"])))
   return out
 
 

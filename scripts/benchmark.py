@@ -68,6 +68,11 @@ flags.DEFINE_integer("e2e_iters", 20, "Attack iterations per batch in --end_to_e
                      "0 = each side at its defaults: the JAX pipeline as deid.py runs it (the stop "
                      "in user units, warm start, at most 150 steps), the original-like pipeline its "
                      "full 150-step budget; the utility of both written files is measured either way.")
+flags.DEFINE_bool("e2e_equal_utility", False, "With --e2e_iters 0 and --compare_torch: also run the "
+                  "JAX pipeline with its stop tolerances set to the utility the original-like file "
+                  "reached (IoU, landmarks, and head pose / gaze where the stop tests them), and "
+                  "report the speedup at equal or better utility when the JAX file is at least as "
+                  "good on every measure.")
 flags.DEFINE_integer("e2e_batch_size", 8, "Batch size in --end_to_end.")
 flags.DEFINE_bool("startup", False, "Cold compile and warm start of the default deid pipeline "
                   "(fresh processes, empty then filled persistent cache).")
@@ -320,13 +325,34 @@ def _fmt_utility(u: dict) -> str:
           f"(p95 {f(u['gaze_angle_deg_p95'], ' deg')}), faces lost {u['faces_lost']}")
 
 
+UTILITY_HIGHER_IS_BETTER = ("iou_mean",)
+UTILITY_LOWER_IS_BETTER = ("landmark_px_mean", "head_pose_deg_mean", "gaze_angle_deg_mean",
+                           "gaze_angle_deg_p95", "faces_lost")
+
+
+def utility_shortfalls(u: dict, ref: dict) -> list[str]:
+  """The measures on which utility ``u`` is worse than ``ref`` (empty: equal or better on
+  every one). A measure neither side has (no gaze model) is skipped."""
+  worse = []
+  for k in UTILITY_HIGHER_IS_BETTER + UTILITY_LOWER_IS_BETTER:
+    a, b = u.get(k), ref.get(k)
+    if a is None and b is None:
+      continue
+    if a is None or b is None or (a < b if k in UTILITY_HIGHER_IS_BETTER else a > b):
+      worse.append(f"{k} {a} vs {b}")
+  return worse
+
+
 def end_to_end(names, clip, out_dir, weights_dir, sources, iters, batch, threads,
-               compare_torch) -> dict:
+               compare_torch, equal_utility=False) -> dict:
   """Whole de-identification of ``clip`` (see :func:`write_clip`): frames/s of both sides,
   and the utility of both written files (the authorized models as ``inference.py`` runs
   them on the decoded output, against their reading of ``clip``, as ``evaluate.py`` does).
 
-  ``iters`` 0: each side at its defaults (see ``--e2e_iters``).
+  ``iters`` 0: each side at its defaults (see ``--e2e_iters``). ``equal_utility`` (with
+  ``iters`` 0 and ``compare_torch``): a third run, the JAX pipeline stopping each frame
+  once the authorized models read it as well as they read the original-like file on
+  average (``--e2e_equal_utility``).
   """
   from drsf_jax.deid import attacks, pipeline
   from drsf_jax.evaluation import metrics
@@ -364,6 +390,32 @@ def end_to_end(names, clip, out_dir, weights_dir, sources, iters, batch, threads
     t["utility"] = utility(os.path.join(out_dir, "torch.mkv"))
     out["torch_original_like"] = t
     out["speedup_vs_torch"] = rep["frames_per_second"] / t["frames_per_second"]
+    if equal_utility and defaults:
+      tu = t["utility"]
+      # The stop's tolerances become the original-like file's mean reading; stop_score
+      # reads them from d.cfg between steps, nothing compiled depends on them.
+      matched = dataclasses.replace(
+          cfg, stop_iou=tu["iou_mean"], stop_landmarks_px=tu["landmark_px_mean"],
+          **({"stop_head_pose_deg": tu["head_pose_deg_mean"]} if tu["head_pose_deg_mean"] is not None else {}),
+          **({"stop_gaze_deg": tu["gaze_angle_deg_mean"]} if tu["gaze_angle_deg_mean"] is not None else {}))
+      d.cfg = matched
+      try:
+        rep_m = pipeline.deidentify(clip, os.path.join(out_dir, "jax_matched.mkv"), matched, weights_dir,
+                                    progress=False, deidentifier=d)
+      finally:
+        d.cfg = cfg
+      u = utility(os.path.join(out_dir, "jax_matched.mkv"))
+      worse = utility_shortfalls(u, tu)
+      out["jax_equal_utility"] = {
+          "wall_s": rep_m["wall_time_s"], "frames_per_second": rep_m["frames_per_second"],
+          "iterations_mean": rep_m["summary"]["iterations_mean"],
+          "settings": {"stop": matched.stop, "max_iter": matched.max_iter, "warm_start": matched.warm_start,
+                       "stop_iou": matched.stop_iou, "stop_landmarks_px": matched.stop_landmarks_px,
+                       "stop_head_pose_deg": matched.stop_head_pose_deg,
+                       "stop_gaze_deg": matched.stop_gaze_deg},
+          "utility": u, "worse_than_torch_on": worse}
+      out["speedup_at_equal_utility"] = (None if worse else
+                                         rep_m["frames_per_second"] / t["frames_per_second"])
   return out
 
 
@@ -435,6 +487,9 @@ def main(argv):
     raise cli.UserError("--sets and --batch_sizes need at least one entry each (batch sizes >= 1)")
   if FLAGS.e2e_iters < 0:
     raise cli.UserError(f"--e2e_iters must be >= 0 (0: each side at its defaults), got {FLAGS.e2e_iters}")
+  if FLAGS.e2e_equal_utility and not (FLAGS.end_to_end and FLAGS.compare_torch and FLAGS.e2e_iters == 0):
+    raise cli.UserError("--e2e_equal_utility needs --e2e_iters 0 with --end_to_end and --compare_torch "
+                        "(it matches the original-like file of the defaults run)")
   if FLAGS.output:
     from drsf_jax.io import outputs
     outputs.check([("output", FLAGS.output)], overwrite=FLAGS.overwrite)
@@ -519,7 +574,7 @@ def _run(sets, batches, fan_batches, e2e_sets, threads, weights_dir, scratch):
       out_dir = tempfile.mkdtemp(prefix="e2e_", dir=scratch)
       result["end_to_end"].append(end_to_end(names, clip, out_dir, weights_dir, sources,
                                              FLAGS.e2e_iters, FLAGS.e2e_batch_size, threads,
-                                             FLAGS.compare_torch))
+                                             FLAGS.compare_torch, FLAGS.e2e_equal_utility))
       if FLAGS.output:
         _write(FLAGS.output, result)
   if FLAGS.startup:
@@ -538,9 +593,16 @@ def _run(sets, batches, fan_batches, e2e_sets, threads, weights_dir, scratch):
       line += (f", PyTorch original-like {e['torch_original_like']['frames_per_second']:.3f} frames/s, "
                f"speedup {e['speedup_vs_torch']:.2f}x")
     print(line)
-    for side in ("jax", "torch_original_like"):
+    for side in ("jax", "torch_original_like", "jax_equal_utility"):
       if side in e:
         print(f"  utility of {side}'s written file: {_fmt_utility(e[side]['utility'])}")
+    if "jax_equal_utility" in e:
+      m = e["jax_equal_utility"]
+      print(f"  JAX stopped at the original-like file's utility: {m['frames_per_second']:.3f} frames/s, "
+            f"{m['iterations_mean']:.1f} mean iterations, " + (
+                f"speedup at equal or better utility {e['speedup_at_equal_utility']:.2f}x"
+                if e["speedup_at_equal_utility"] is not None else
+                f"not at equal utility (worse on {', '.join(m['worse_than_torch_on'])})"))
   if "startup" in result:
     s = result["startup"]
     print(f"default pipeline: cold compile {s['cold']['compile_s']:.1f} s, warm compile "

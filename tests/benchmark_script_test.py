@@ -82,3 +82,46 @@ def test_benchmark_rejects_negative_e2e_iters(tmp_path):
                       "--weights_dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
   assert p.returncode == 1
   assert p.stderr.strip().splitlines()[-1].startswith("error: --e2e_iters must be >= 0")
+
+
+def test_benchmark_equal_utility_matches_the_original_like_file(tmp_path):
+  """--e2e_equal_utility: the JAX pipeline stops each frame at the original-like file's
+  reading; the speedup is only reported when its own file reads at least as well."""
+  _needs_torch_baselines()
+  shared_file("weights", "retinaface_mobilenet0.25.pth")
+  shared_file("data", "talking_head_a.mp4")
+  out = tmp_path / "B.json"
+  cmd = [sys.executable, SCRIPT, "--sets", "retinaface", "--batch_sizes", "1", "--repeats", "2",
+         "--time_budget_s", "1", "--compare_torch", "--end_to_end", "--e2e_sets", "retinaface",
+         "--e2e_frames", "4", "--e2e_iters", "0", "--e2e_equal_utility", "--e2e_batch_size", "4",
+         "--weights_dir", str(tmp_path / "w"), "--compilation_cache_dir", str(tmp_path / "cache"),
+         "--output", str(out)]
+  p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+  assert p.returncode == 0, p.stderr[-3000:]
+  (e,) = json.loads(out.read_text())["end_to_end"]
+  t, m = e["torch_original_like"]["utility"], e["jax_equal_utility"]
+  # The stop's tolerances are the original-like file's mean reading.
+  assert m["settings"]["stop_iou"] == t["iou_mean"]
+  assert m["settings"]["stop_landmarks_px"] == t["landmark_px_mean"]
+  assert m["settings"]["stop_head_pose_deg"] == t["head_pose_deg_mean"]
+  assert 0 < m["iterations_mean"] <= 150 and m["frames_per_second"] > 0
+  u = m["utility"]
+  worse = ([f"iou_mean {u['iou_mean']} vs {t['iou_mean']}"] if u["iou_mean"] < t["iou_mean"] else []) + [
+      f"{k} {u[k]} vs {t[k]}" for k in ("landmark_px_mean", "head_pose_deg_mean", "faces_lost")
+      if u[k] > t[k]]
+  assert m["worse_than_torch_on"] == worse
+  if worse:
+    assert e["speedup_at_equal_utility"] is None
+    assert "not at equal utility" in p.stdout
+  else:
+    assert e["speedup_at_equal_utility"] == pytest.approx(
+        m["frames_per_second"] / e["torch_original_like"]["frames_per_second"])
+    assert "speedup at equal or better utility" in p.stdout
+
+
+def test_benchmark_rejects_equal_utility_without_defaults(tmp_path):
+  p = subprocess.run([sys.executable, SCRIPT, "--sets", "retinaface", "--end_to_end", "--compare_torch",
+                      "--e2e_iters", "20", "--e2e_equal_utility", "--weights_dir", str(tmp_path)],
+                     capture_output=True, text=True, timeout=300)
+  assert p.returncode == 1
+  assert p.stderr.strip().splitlines()[-1].startswith("error: --e2e_equal_utility needs --e2e_iters 0")

@@ -151,3 +151,61 @@ def test_depthwise_gradients_match_torch(s, hw):
                     argnums=(0, 1))(jnp.asarray(x), jnp.asarray(kernel))
   assert rel_err(gx, nhwc(xt.grad)) < 1e-5
   assert rel_err(gk, np.transpose(conv.weight.grad.numpy(), (2, 3, 1, 0))) < 1e-5
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("shape,k,stride,pad", [
+    ((3, 20, 22, 3), 3, 1, 0), ((2, 17, 16, 3), 3, 2, 1), ((2, 24, 24, 1), 3, 1, 1),
+    ((2, 19, 21, 3), 7, 2, 3), ((1, 12, 12, 3), 2, 1, 0),
+])
+def test_conv_thin_input_gradients_match_torch(shape, k, stride, pad):
+  # The input gradient of conv_thin_input's VJP (a matmul to kh*kw*C columns and col2im)
+  # and its kernel gradient against torch's conv2d backward, strided and padded too.
+  rng = np.random.default_rng(11)
+  x = rng.uniform(0, 1, size=shape).astype(np.float32)
+  w = (rng.normal(size=(k, k, shape[-1], 10)) * 0.2).astype(np.float32)
+  xt = nchw(x).requires_grad_(True)
+  wt = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1))).requires_grad_(True)
+  yt = torch.nn.functional.conv2d(xt, wt, stride=stride, padding=pad)
+  g = rng.normal(size=nhwc(yt).shape).astype(np.float32)
+  (yt * nchw(g)).sum().backward()
+  y, vjp = jax.vjp(lambda a, b: layers.conv_thin_input(a, b, (stride, stride), (pad, pad)),
+                   jnp.asarray(x), jnp.asarray(w))
+  dx, dw = vjp(jnp.asarray(g))
+  assert rel_err(y, nhwc(yt.detach())) < 1e-5
+  assert rel_err(dx, nhwc(xt.grad)) < 1e-5
+  assert rel_err(dw, wt.grad.numpy().transpose(2, 3, 1, 0)) < 1e-5
+
+
+def test_first_convs_take_the_thin_input_gradient_on_real_crops():
+  # MTCNN's ONet on crops of a real frame: the gradient in the input through its first
+  # convolution (3 -> 32, routed through conv_thin_input on CPU) equals XLA's own.
+  if jax.default_backend() != "cpu":
+    pytest.skip("conv_thin_input is the CPU backend's path")
+  from drsf_jax.models import mtcnn
+  from tests.support import read_frames, shared_file
+  frames = read_frames(shared_file("data", "talking_head_a.mp4"), 2).astype(np.float32) / 255.0
+  module = mtcnn.ONet()
+  variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 48, 48, 3)))
+  crops = jnp.asarray(frames[:, 60:156, 70:166][:, ::2, ::2])  # (2, 48, 48, 3) face crops.
+
+  def grad(thin):
+    old = layers.THIN_INPUT_CHANNELS
+    layers.THIN_INPUT_CHANNELS = thin
+    try:
+      return jax.grad(lambda c: jnp.sum(module.apply(variables, (c - 0.5) * 2.0)[1] ** 2))(crops)
+    finally:
+      layers.THIN_INPUT_CHANNELS = old
+
+  def traced(thin):
+    old = layers.THIN_INPUT_CHANNELS
+    layers.THIN_INPUT_CHANNELS = thin
+    try:
+      return str(jax.make_jaxpr(lambda c: module.apply(variables, c))(crops))
+    finally:
+      layers.THIN_INPUT_CHANNELS = old
+
+  assert "name=conv_thin_input" in traced(4) and "name=conv_thin_input" not in traced(0)
+  thin, xla = grad(4), grad(0)
+  assert float(jnp.abs(xla).max()) > 0
+  assert rel_err(thin, xla) < 1e-5

@@ -100,6 +100,8 @@ MTCNN_ONET_JITTER = 0.04
 MTCNN_RNET_JITTER = 0.12
 # The loss of the earlier releases' kind: the original's crops only (tests, comparisons).
 MTCNN_NOMINAL_ONLY = {"onet_samples": 0, "rnet_samples": 0, "quantize": False}
+# Frames per piece of the MTCNN loss on CPU (the loss is per frame; see _mtcnn_victim).
+MTCNN_LOSS_CHUNK = 4
 
 
 def _random_crops(frames, boxes, n: int, sigma: float, seed: int):
@@ -206,6 +208,26 @@ def _mtcnn_victim(name: str, det: detectors.Detector, onet_samples: int = MTCNN_
     x = frames
     if quantize:
       x = frames + jax.lax.stop_gradient(jnp.round(frames * 255.0) / 255.0 - frames)
+    b = x.shape[0]
+    step = MTCNN_LOSS_CHUNK if jax.default_backend() == "cpu" else b
+    if b <= step:
+      return _frames_loss(params, x, t)
+    # On CPU, a few frames at a time: the loss is per frame, and PNet's first pyramid
+    # levels for a whole batch of 16 overflow the caches (its forward + backward on
+    # 16 x 138 x 138 took 146 ms at once, 80-108 ms in chunks). The PNet windows are the
+    # batch's, shared by every chunk; every other target is per frame.
+    per_frame = {k: v for k, v in t.items() if k != "pnet_windows"}
+    for leaf in jax.tree_util.tree_leaves(per_frame):
+      if leaf.shape[:1] != (b,):
+        raise ValueError(f"MTCNN target of shape {leaf.shape} is not per frame of a batch of {b}")
+    out = []
+    for i in range(0, b, step):
+      chunk = jax.tree_util.tree_map(lambda a, i=i: a[i:i + step], per_frame)
+      chunk["pnet_windows"] = t["pnet_windows"]
+      out.append(_frames_loss(params, x[i:i + step], chunk))
+    return jnp.concatenate(out)
+
+  def _frames_loss(params, x, t):
     # RNet: each proposal must lead to the original's ONet crop.
     r_boxes = _crops(x, t["rnet_boxes"], rnet_samples, rnet_jitter, seed + 1)
     b, k, s = r_boxes.shape[:3]

@@ -116,6 +116,34 @@ def test_mtcnn_loss_runs_pnet_only_where_it_reads_and_equals_the_whole_pyramid(w
   assert float(jnp.linalg.norm(g - g_ref) / jnp.linalg.norm(g_ref)) < 1e-5
 
 
+def test_mtcnn_loss_in_chunks_of_frames_equals_the_whole_batch(wdir, monkeypatch):
+  """On CPU the MTCNN loss runs a few frames at a time (MTCNN_LOSS_CHUNK); on 6 real frames
+  (chunks of 4 and 2) its value and gradient equal the loss over the whole batch."""
+  if jax.default_backend() != "cpu":
+    pytest.skip("the loss is chunked on the CPU backend only")
+  frames6 = read_frames(shared_file("data", "talking_head_b.mp4"), 6, start=40).astype(np.float32) / 255
+  v = victims.load_victim("mtcnn", wdir)
+  ctx = victims.context_from_detections(v.predict(v.params, frames6), 1)
+  assert ctx.valid.all()
+  t = v.targets(v.params, frames6, ctx)
+  regions = [bbox.face_regions(ctx.boxes[i], frames6.shape[1:3]) for i in range(len(frames6))]
+  x = obfuscation.obfuscate(frames6, regions, "pixelate_10")
+  x = jnp.asarray(np.clip(x + np.random.default_rng(6).uniform(-3, 3, x.shape) / 255, 0, 1).astype(np.float32))
+
+  def run(chunk):
+    monkeypatch.setattr(victims, "MTCNN_LOSS_CHUNK", chunk)
+    f = lambda y: v.loss(v.params, y, t)  # noqa: E731
+    convs = str(jax.make_jaxpr(f)(x)).count("conv_general_dilated")
+    return np.asarray(jax.jit(f)(x)), jax.jit(jax.grad(lambda y: jnp.sum(f(y))))(x), convs
+
+  val, g, convs = run(4)
+  val_ref, g_ref, convs_ref = run(64)
+  assert convs == 2 * convs_ref  # Two chunks, each running the three networks.
+  assert val.shape == (6,) and float(val.min()) > 0
+  np.testing.assert_allclose(val, val_ref, rtol=1e-6)
+  assert float(jnp.linalg.norm(g - g_ref) / jnp.linalg.norm(g_ref)) < 1e-5
+
+
 def test_gaze_predictions_carry_pose_and_landmark_source(wdir, frames, context):
   gz = victims.load_victim("MPIIGaze", wdir)
   pred = gz.predict(gz.params, frames, context)

@@ -101,7 +101,9 @@ MTCNN_RNET_JITTER = 0.12
 # The loss of the earlier releases' kind: the original's crops only (tests, comparisons).
 MTCNN_NOMINAL_ONLY = {"onet_samples": 0, "rnet_samples": 0, "quantize": False}
 # Frames per piece of the MTCNN loss on CPU (the loss is per frame; see _mtcnn_victim).
-MTCNN_LOSS_CHUNK = 4
+# 8, deid's batch: chunks of 4 were no faster at batch 8 (158 against 160 ms a step) and
+# change its float order, so deid's batches run whole; larger batches (16, 64) gain.
+MTCNN_LOSS_CHUNK = 8
 
 
 def _random_crops(frames, boxes, n: int, sigma: float, seed: int):
@@ -214,7 +216,7 @@ def _mtcnn_victim(name: str, det: detectors.Detector, onet_samples: int = MTCNN_
       return _frames_loss(params, x, t)
     # On CPU, a few frames at a time: the loss is per frame, and PNet's first pyramid
     # levels for a whole batch of 16 overflow the caches (its forward + backward on
-    # 16 x 138 x 138 took 146 ms at once, 80-108 ms in chunks). The PNet windows are the
+    # 16 x 138 x 138 took 146 ms at once, 108 ms in chunks of 8, 80-107 in smaller ones). The PNet windows are the
     # batch's, shared by every chunk; every other target is per frame.
     per_frame = {k: v for k, v in t.items() if k != "pnet_windows"}
     for leaf in jax.tree_util.tree_leaves(per_frame):

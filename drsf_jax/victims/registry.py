@@ -216,8 +216,9 @@ def _mtcnn_victim(name: str, det: detectors.Detector, onet_samples: int = MTCNN_
       return _frames_loss(params, x, t)
     # On CPU, a few frames at a time: the loss is per frame, and PNet's first pyramid
     # levels for a whole batch of 16 overflow the caches (its forward + backward on
-    # 16 x 138 x 138 took 146 ms at once, 108 ms in chunks of 8, 80-107 in smaller ones). The PNet windows are the
-    # batch's, shared by every chunk; every other target is per frame.
+    # 16 x 138 x 138 took 146 ms at once, 108 ms in chunks of 8, 80-107 in smaller
+    # ones). The PNet windows are the batch's, shared by every chunk; every other
+    # target is per frame.
     per_frame = {k: v for k, v in t.items() if k != "pnet_windows"}
     for leaf in jax.tree_util.tree_leaves(per_frame):
       if leaf.shape[:1] != (b,):

@@ -66,14 +66,7 @@ def _conv(m: Conv2d, x, ph: int, pw: int):
         and _pair(m.stride) == (1, 1) and jax.default_backend() == "cpu"):
     y = conv_thin_input(x, kernel.astype(x.dtype), _pair(m.stride), (ph, pw))
   else:
-    y = jax.lax.conv_general_dilated(
-        x, kernel.astype(x.dtype),
-        window_strides=_pair(m.stride),
-        padding=((ph, ph), (pw, pw)),
-        rhs_dilation=_pair(m.dilation),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=m.groups,
-    )
+    y = _conv_nhwc(x, kernel.astype(x.dtype), _pair(m.stride), (ph, pw), _pair(m.dilation), m.groups)
   if m.use_bias:
     bias = m.param("bias", nn.initializers.zeros, (m.features,), jnp.float32)
     y = y + bias.astype(y.dtype)
@@ -87,10 +80,13 @@ def _conv(m: Conv2d, x, ph: int, pw: int):
 THIN_INPUT_CHANNELS = 4
 
 
-def _conv_nhwc(x, kernel, stride: tuple[int, int], padding: tuple[int, int]):
+def _conv_nhwc(x, kernel, stride: tuple[int, int], padding: tuple[int, int],
+               dilation: tuple[int, int] = (1, 1), groups: int = 1):
+  """XLA's convolution, NHWC / HWIO, symmetric padding (PyTorch's)."""
   return jax.lax.conv_general_dilated(x, kernel, window_strides=stride,
                                       padding=((padding[0], padding[0]), (padding[1], padding[1])),
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                      rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      feature_group_count=groups)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

@@ -110,6 +110,11 @@ flags.DEFINE_float("stop_head_pose_deg", _D.stop_head_pose_deg, "--stop metrics/
 flags.DEFINE_float("stop_gaze_deg", _D.stop_gaze_deg, "--stop metrics/either: gaze angle in degrees, at most "
                    "(tested when a gaze model is authorized).")
 flags.DEFINE_integer("check_every", _D.check_every, "--stop metrics/either: attack steps between two checks.")
+flags.DEFINE_enum("revisit", _D.revisit, list(pipeline.REVISIT_MODES),
+                  "--stop metrics/either with --warm_start: attack a batch again, warm-started from its "
+                  "own last frame within the stop, when some frame ended outside the stop; each such "
+                  "frame keeps the better of its two results and its iterations count both. 'first' = "
+                  "only the first batch (it has no warm start), 'all' = every batch, 'none' = never.")
 cli.define_cache_flag()
 flags.adopt_module_key_flags(cli)
 
@@ -125,7 +130,7 @@ def main(argv):
       perturb_margin=FLAGS.perturb_margin, verify=FLAGS.verify,
       warm_start=FLAGS.warm_start, stop=FLAGS.stop, stop_iou=FLAGS.stop_iou,
       stop_landmarks_px=FLAGS.stop_landmarks_px, stop_head_pose_deg=FLAGS.stop_head_pose_deg,
-      stop_gaze_deg=FLAGS.stop_gaze_deg, check_every=FLAGS.check_every)
+      stop_gaze_deg=FLAGS.stop_gaze_deg, check_every=FLAGS.check_every, revisit=FLAGS.revisit)
   cfg.validate()
   if FLAGS.input_list is not None:
     return _corpus(cfg)

@@ -20,7 +20,9 @@ N, B = 12, 4
 @pytest.fixture(scope="module")
 def runs(real_weights):
   frames = read_frames(shared_file("data", "talking_head_a.mp4"), N)
-  cfg = pipeline.DeidConfig(detector="retinaface", gaze="MPIIGaze", max_iter=80, batch_size=B)
+  # No revisit (tests/deid/revisit_test.py): the first batches of both runs must be alike.
+  cfg = pipeline.DeidConfig(detector="retinaface", gaze="MPIIGaze", max_iter=80, batch_size=B,
+                            revisit="none")
   d = pipeline.Deidentifier(cfg, real_weights)
   dets = temporal.fill(d.detector.predict(d.detector.params, frames.astype(np.float32) / 255)).detections
   out = {}

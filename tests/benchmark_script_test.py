@@ -104,7 +104,8 @@ def test_benchmark_equal_utility_matches_the_original_like_file(tmp_path):
   assert m["settings"]["stop_iou"] == t["iou_mean"]
   assert m["settings"]["stop_landmarks_px"] == t["landmark_px_mean"]
   assert m["settings"]["stop_head_pose_deg"] == t["head_pose_deg_mean"]
-  assert 0 < m["iterations_mean"] <= 150 and m["frames_per_second"] > 0
+  # At most two budgets of 150 steps: the attack and, for frames outside the stop, a revisit.
+  assert 0 < m["iterations_mean"] <= 2 * 150 and m["frames_per_second"] > 0
   u = m["utility"]
   worse = ([f"iou_mean {u['iou_mean']} vs {t['iou_mean']}"] if u["iou_mean"] < t["iou_mean"] else []) + [
       f"{k} {u[k]} vs {t[k]}" for k in ("landmark_px_mean", "head_pose_deg_mean", "faces_lost")

@@ -486,10 +486,8 @@ class Deidentifier:
     return out, stats
 
   def _within(self, stats: dict) -> np.ndarray:
-    """(B,) bool: the frames that ended within the run's stop rule."""
-    met = np.asarray(stats["met_stop"], bool)
-    conv = np.asarray(stats["stage"]) == len(self.victims)
-    return {"metrics": met, "loss": conv, "either": met | conv}[self.stop]
+    """(B,) bool: the batch's frames that ended within the run's stop rule."""
+    return _within_stop(stats["met_stop"], stats["stage"], len(self.victims), self.stop)
 
   def _attack(self, frames_u8, dets, win, ref):
     x_in, batch = self.prepare_batch(frames_u8, dets, win)
@@ -553,6 +551,15 @@ class Deidentifier:
     new["revisited"] = redo.tolist()
     new["window"] = stats["window"]
     return merged, new
+
+
+def _within_stop(met, stage, n_victims: int, stop: str) -> np.ndarray:
+  """(N,) bool: the frames that ended within the stop rule ``stop``: the check passed
+  ('metrics'), every loss under its threshold, i.e. the cascade's last stage reached
+  ('loss'), either ('either')."""
+  met = np.asarray(met, bool)
+  conv = np.asarray(stage) == n_victims
+  return {"metrics": met, "loss": conv, "either": met | conv}[stop]
 
 
 def _written(frames_u8: np.ndarray, win, mask: np.ndarray, center: np.ndarray, x) -> np.ndarray:
@@ -817,8 +824,7 @@ def _summary(batches: list[dict], names: list[str], max_iter: int, stop: str) ->
   met = [bool(m) for b in batches for m in b.get("met_stop", [])]
   revisited = [bool(r) for b in batches for r in b.get("revisited", [])]
   conv = [s == len(names) for s in stages]
-  within = {"metrics": met, "loss": conv,
-            "either": [a or b for a, b in zip(met, conv)]}[stop]
+  within = _within_stop(met, stages, len(names), stop)
   out = {"iterations_mean": float(np.mean(iters)) if iters else 0.0,
          "frames_at_max_iter": int(sum(i >= max_iter for i in iters)),
          "frames_converged": int(sum(conv)),

@@ -21,6 +21,7 @@ Nothing here imports JAX until a function that needs it is called.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import Any, Callable, Sequence
 
@@ -145,14 +146,22 @@ def infer(video_or_frames, detector: str = "retinaface", alignment: str = "none"
   from drsf_jax.victims import inference  # pylint: disable=import-outside-toplevel
   pred = inference.Predictor(detector, alignment, gaze, weights_dir, max_faces, calibration)
   if isinstance(video_or_frames, (str, os.PathLike)):
-    return inference.run(os.fspath(video_or_frames), pred, max_frames, batch_size, progress)
-  x = as_unit_frames(video_or_frames)
-  if x.ndim != 4:
-    raise ValueError(f"frames must be (T, H, W, 3), got shape {x.shape}")
-  x = x[:max_frames] if max_frames is not None else x
-  return inference.run_frames(x, pred, {"path": "<frames>", "width": int(x.shape[2]),
-                                        "height": int(x.shape[1]), "fps": float(fps)}, batch_size,
-                              progress)
+    doc = inference.run(os.fspath(video_or_frames), pred, max_frames, batch_size, progress)
+  else:
+    x = as_unit_frames(video_or_frames)
+    if x.ndim != 4:
+      raise ValueError(f"frames must be (T, H, W, 3), got shape {x.shape}")
+    x = x[:max_frames] if max_frames is not None else x
+    doc = inference.run_frames(x, pred, {"path": "<frames>", "width": int(x.shape[2]),
+                                         "height": int(x.shape[1]), "fps": float(fps)}, batch_size,
+                               progress)
+  # Faces too large for the detector to read as one face: said, once, in the log.
+  from drsf_jax.victims import detectors  # pylint: disable=import-outside-toplevel
+  oversize = detectors.oversize_warning(detector, pred.det.config,
+                                        [[f["box"] for f in fr["faces"]] for fr in doc["frames"]])
+  if oversize:
+    logging.warning("%s", oversize)
+  return doc
 
 
 def evaluate(reference, prediction) -> dict:

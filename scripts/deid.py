@@ -161,6 +161,8 @@ def main(argv):
         f"mean iterations {s['iterations_mean']:.1f}, frames within the stop ({report['settings']['stop_applied']}) "
         f"{s['frames_within_stop']}/{report['video']['num_frames']} (the models' check "
         f"{s['frames_met_stop']}, the losses {s['frames_converged']})")
+  if report.get("detector_warning"):
+    print(f"warning: {report['detector_warning']}")
   if report["frames_reused_detection"]:
     print(f"frames where the detector missed and neighbouring detections were reused: "
           f"{report['frames_reused_detection']}")

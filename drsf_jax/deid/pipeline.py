@@ -641,6 +641,9 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
     from drsf_jax.geometry import cameras  # pylint: disable=import-outside-toplevel
     d.camera = cameras.make_camera(cfg.calibration, width, height)
   n_frames = len(dets)
+  oversize = detectors.oversize_warning(cfg.detector, d.detector.config, [f["boxes"] for f in dets])
+  if oversize:
+    logging.warning("%s", oversize)
   fill = temporal.fill(dets)  # Missed frames and faces lost for a few frames are filled.
   filled, reused, no_face = fill.detections, fill.reused, fill.no_face
   if no_face:
@@ -745,6 +748,8 @@ def deidentify(input_path: str, output_path: str, cfg: DeidConfig,
     }
     if no_face:
       report["warning"] = "no face detected in any frame: the video was copied without obfuscation"
+    if oversize:
+      report["detector_warning"] = oversize
     if not guard_result["passed"]:  # Leaves NAME.UNSAFE.ext + NAME.UNSAFE.json, raises.
       guard.quarantine(video_tmp, report, output_path, report_path, overwrite)
     report_tmp = video.stage_json(report_path, report)  # Raises on NaN/inf anywhere.

@@ -42,6 +42,42 @@ class Detector:
     return self.module.detect(self.variables, frames, self.config)
 
 
+# A face box longer than this many times the detector's largest anchor is beyond what the
+# checkpoint reads as one face. Measured (BENCHMARKS.md "Large faces"): the shared
+# RetinaFace-mnet checkpoint (anchors up to 256 px) reads talking_head_a/b upscaled x1.5
+# (boxes of 212-219 x 275-286 px) as one face in every frame, and x2 (about 280 x 380 px)
+# as 2-3 overlapping boxes per frame, x2.5 as 3-5, x3.75 as 5-10; MTCNN (an image pyramid)
+# reads one face at every one of those sizes.
+OVERSIZE_FACTOR = 1.25
+
+
+def largest_anchor(config: dict) -> int | None:
+  """The largest anchor side (px) of an anchor-based detector's config, else None."""
+  sizes = config.get("min_sizes")
+  return int(max(max(s) for s in sizes)) if sizes else None
+
+
+def oversize_warning(name: str, config: dict, boxes: list) -> str | None:
+  """A one-line warning when faces are too large for the detector to read as one face.
+
+  ``boxes``: per frame, the (N, 4) face boxes it found. None when every box's longer side
+  is within ``OVERSIZE_FACTOR`` times the largest anchor (or the detector has none).
+  """
+  anchor = largest_anchor(config)
+  if anchor is None:
+    return None
+  limit = OVERSIZE_FACTOR * anchor
+  sides = [max(float(b[2] - b[0]), float(b[3] - b[1]))
+           for f in boxes for b in np.asarray(f, np.float64).reshape(-1, 4)]
+  over = sum(1 for f in boxes if any(max(float(b[2] - b[0]), float(b[3] - b[1])) > limit
+                                     for b in np.asarray(f, np.float64).reshape(-1, 4)))
+  if not over:
+    return None
+  return (f"{name}: faces up to {max(sides):.0f} px in {over} of {len(boxes)} frames, beyond "
+          f"{OVERSIZE_FACTOR:g}x its largest anchor ({anchor} px); it reads such faces as several "
+          "part boxes (README 'Large faces'): downscale the video or use --detector mtcnn")
+
+
 def load_detector(name: str, weights_dir: str | None = None) -> Detector:
   """Loads a detector's converted weights; errors name the command that converts them."""
   if name not in DETECTORS:

@@ -170,3 +170,24 @@ def test_bad_inputs_leave_nothing(wdir, tmp_path):
   rep = pipeline.deidentify(blank, str(out), cfg, wdir, progress=False)
   assert rep["frames_without_face"] == [0, 1] and "warning" in rep
   np.testing.assert_array_equal(np.stack(list(video.VideoReader(str(out))))[1], np.full((64, 64, 3), 90))
+
+
+def test_faces_too_large_for_the_detector_are_warned_in_the_report(tmp_path, wdir):
+  """talking_head_a upscaled to 640 px: RetinaFace-mnet reads each face as several part
+  boxes (tests/victims/detectors_test.py); deid says so in its log and report."""
+  import cv2
+  frames = [cv2.resize(f, (640, 640), interpolation=cv2.INTER_CUBIC)
+            for f in read_frames(shared_file("data", "talking_head_a.mp4"), 2)]
+  src = str(tmp_path / "big.mkv")
+  with video.VideoWriter(src, 30, (640, 640)) as w:
+    for f in frames:
+      w.write(f)
+  cfg = pipeline.DeidConfig(detector="retinaface", max_iter=0, batch_size=2, verify=False, audio=False)
+  rep = pipeline.deidentify(src, str(tmp_path / "o.mkv"), cfg, wdir, progress=False)
+  assert "in 2 of 2 frames" in rep["detector_warning"] and "256 px" in rep["detector_warning"]
+  small = str(tmp_path / "small.mkv")
+  with video.VideoWriter(small, 30, (384, 384)) as w:
+    for f in frames:
+      w.write(cv2.resize(f, (384, 384), interpolation=cv2.INTER_AREA))
+  rep = pipeline.deidentify(small, str(tmp_path / "o2.mkv"), cfg, wdir, progress=False)
+  assert "detector_warning" not in rep

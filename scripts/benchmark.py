@@ -74,6 +74,8 @@ flags.DEFINE_bool("e2e_equal_utility", False, "With --e2e_iters 0 and --compare_
                   "report the speedup at equal or better utility when the JAX file is at least as "
                   "good on every measure.")
 flags.DEFINE_integer("e2e_batch_size", 8, "Batch size in --end_to_end.")
+flags.DEFINE_integer("e2e_frame_size", None, "--end_to_end on talking_head_a resized (bicubic) to this "
+                     "square size (the face grows with it); default its own 256x256.")
 flags.DEFINE_bool("startup", False, "Cold compile and warm start of the default deid pipeline "
                   "(fresh processes, empty then filled persistent cache).")
 flags.DEFINE_integer("threads", None, "PyTorch threads (default: os.cpu_count(); XLA uses every core).")
@@ -307,13 +309,16 @@ def bench_torch(names, sources, x_obf, targets, repeats, budget, threads) -> dic
   return out
 
 
-def write_clip(path: str, frames: int) -> str:
-  """The first ``frames`` frames of talking_head_a at native size, lossless (FFV1)."""
+def write_clip(path: str, frames: int, size: int | None = None) -> str:
+  """The first ``frames`` frames of talking_head_a, lossless (FFV1), at native size or
+  resized (bicubic) to ``size`` x ``size`` (the face grows with the frame)."""
+  import cv2
   from drsf_jax.io import video
   r = video.VideoReader(_shared_file("data", "talking_head_a.mp4"), max_frames=frames)
-  with video.VideoWriter(path, r.fps, (r.width, r.height)) as w:
+  wh = (size, size) if size else (r.width, r.height)
+  with video.VideoWriter(path, r.fps, wh) as w:
     for f in r:
-      w.write(f)
+      w.write(f if not size else cv2.resize(f, wh, interpolation=cv2.INTER_CUBIC))
   return path
 
 
@@ -487,6 +492,8 @@ def main(argv):
     raise cli.UserError("--sets and --batch_sizes need at least one entry each (batch sizes >= 1)")
   if FLAGS.e2e_iters < 0:
     raise cli.UserError(f"--e2e_iters must be >= 0 (0: each side at its defaults), got {FLAGS.e2e_iters}")
+  if FLAGS.e2e_frame_size is not None and FLAGS.e2e_frame_size < 64:
+    raise cli.UserError(f"--e2e_frame_size must be >= 64 (pixels), got {FLAGS.e2e_frame_size}")
   if FLAGS.e2e_equal_utility and not (FLAGS.end_to_end and FLAGS.compare_torch and FLAGS.e2e_iters == 0):
     raise cli.UserError("--e2e_equal_utility needs --e2e_iters 0 with --end_to_end and --compare_torch "
                         "(it matches the original-like file of the defaults run)")
@@ -567,7 +574,7 @@ def _run(sets, batches, fan_batches, e2e_sets, threads, weights_dir, scratch):
 
   if FLAGS.end_to_end:
     result["end_to_end"] = []
-    clip = write_clip(os.path.join(scratch, "clip.mkv"), FLAGS.e2e_frames)
+    clip = write_clip(os.path.join(scratch, "clip.mkv"), FLAGS.e2e_frames, FLAGS.e2e_frame_size)
     for names in e2e_sets:
       print(f"end to end: {'+'.join(names)}, {FLAGS.e2e_frames} frames, {FLAGS.e2e_iters} iterations ...",
             flush=True)

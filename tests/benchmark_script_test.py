@@ -31,7 +31,8 @@ def test_benchmark_writes_every_figure(tmp_path):
   cmd = [sys.executable, SCRIPT, "--sets", "retinaface+MPIIGaze", "--batch_sizes", "2",
          "--repeats", "2", "--time_budget_s", "1", "--compare_torch", "--end_to_end",
          "--e2e_sets", "retinaface+MPIIGaze", "--e2e_frames", "4", "--e2e_iters", "1",
-         "--e2e_batch_size", "4", "--startup", "--weights_dir", str(tmp_path / "w"),
+         "--e2e_batch_size", "4", "--e2e_frame_size", "320", "--startup",
+         "--weights_dir", str(tmp_path / "w"),
          "--compilation_cache_dir", str(tmp_path / "cache"), "--output", str(out)]
   p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
   assert p.returncode == 0, p.stderr[-3000:]
@@ -54,6 +55,7 @@ def test_benchmark_writes_every_figure(tmp_path):
   assert b["speedup_vs_torch"]["retinaface+MPIIGaze"]["2"] == ratio
   (e,) = b["end_to_end"]
   assert e["frames"] == 4 and e["jax"]["frames_per_second"] > 0
+  assert e["frame_size"] == [320, 320]  # --e2e_frame_size: talking_head_a resized.
   assert e["torch_original_like"]["frames"] == 4
   assert e["speedup_vs_torch"] == pytest.approx(
       e["jax"]["frames_per_second"] / e["torch_original_like"]["frames_per_second"])
@@ -82,6 +84,13 @@ def test_benchmark_rejects_negative_e2e_iters(tmp_path):
                       "--weights_dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
   assert p.returncode == 1
   assert p.stderr.strip().splitlines()[-1].startswith("error: --e2e_iters must be >= 0")
+
+
+def test_benchmark_rejects_a_tiny_e2e_frame_size(tmp_path):
+  p = subprocess.run([sys.executable, SCRIPT, "--sets", "retinaface", "--e2e_frame_size", "16",
+                      "--weights_dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+  assert p.returncode != 0
+  assert p.stderr.strip().splitlines()[-1].startswith("error: --e2e_frame_size must be >= 64")
 
 
 def test_benchmark_equal_utility_matches_the_original_like_file(tmp_path):

@@ -312,13 +312,13 @@ def bench_torch(names, sources, x_obf, targets, repeats, budget, threads) -> dic
 def write_clip(path: str, frames: int, size: int | None = None) -> str:
   """The first ``frames`` frames of talking_head_a, lossless (FFV1), at native size or
   resized (bicubic) to ``size`` x ``size`` (the face grows with the frame)."""
-  import cv2
+  from drsf_jax.io import samples
   from drsf_jax.io import video
   r = video.VideoReader(_shared_file("data", "talking_head_a.mp4"), max_frames=frames)
   wh = (size, size) if size else (r.width, r.height)
   with video.VideoWriter(path, r.fps, wh) as w:
     for f in r:
-      w.write(f if not size else cv2.resize(f, wh, interpolation=cv2.INTER_CUBIC))
+      w.write(samples.upscaled_frames(f[None], size)[0] if size else f)
   return path
 
 

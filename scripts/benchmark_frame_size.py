@@ -47,8 +47,8 @@ flags.adopt_module_key_flags(cli)
 
 
 def make_frames(kind: str, n: int):
-  import cv2
   import numpy as np
+  from drsf_jax.io import samples
   from drsf_jax.io import video
   src = os.path.join(os.environ.get("DRSF_SHARED_DIR") or os.path.join(
       os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared"), "data", "talking_head_a.mp4")
@@ -56,9 +56,8 @@ def make_frames(kind: str, n: int):
   if kind == "256":
     return np.stack(frames)
   if kind == "960-upscaled":
-    return np.stack([cv2.resize(f, (960, 960), interpolation=cv2.INTER_CUBIC) for f in frames])
+    return samples.upscaled_frames(np.stack(frames), 960)
   if kind == "960-cabin":
-    from drsf_jax.io import samples
     return samples.cabin_frames(np.stack(frames), 960, 960, 560, 420)
   raise cli.UserError(f"--inputs: unknown input {kind!r}")
 

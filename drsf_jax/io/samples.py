@@ -42,6 +42,17 @@ def write_astronaut_clip(path: str, num_frames: int = 60, size: int = 256, fps: 
   return path
 
 
+def upscaled_frames(frames: np.ndarray, side: int) -> np.ndarray:
+  """Real frames (T, h, w, 3) uint8 resized (bicubic) to ``side`` x ``side``: the face grows
+  with the frame, as with a close camera. Used by the large-face tests and the frame-size
+  benchmarks (README "Large faces"). Returns (T, side, side, 3) uint8."""
+  import cv2
+  frames = np.asarray(frames)
+  if frames.ndim != 4 or frames.dtype != np.uint8:
+    raise ValueError(f"upscaled_frames: frames must be (T, h, w, 3) uint8, got {frames.shape} {frames.dtype}")
+  return np.stack([cv2.resize(f, (side, side), interpolation=cv2.INTER_CUBIC) for f in frames])
+
+
 def cabin_frames(frames: np.ndarray, width: int, height: int, x: int, y: int) -> np.ndarray:
   """Places real frames inside a larger "cabin" frame, as in-cabin footage frames a driver.
 

@@ -176,8 +176,8 @@ def test_faces_too_large_for_the_detector_are_warned_in_the_report(tmp_path, wdi
   """talking_head_a upscaled to 640 px: RetinaFace-mnet reads each face as several part
   boxes (tests/victims/detectors_test.py); deid says so in its log and report."""
   import cv2
-  frames = [cv2.resize(f, (640, 640), interpolation=cv2.INTER_CUBIC)
-            for f in read_frames(shared_file("data", "talking_head_a.mp4"), 2)]
+  from drsf_jax.io import samples
+  frames = samples.upscaled_frames(read_frames(shared_file("data", "talking_head_a.mp4"), 2), 640)
   src = str(tmp_path / "big.mkv")
   with video.VideoWriter(src, 30, (640, 640)) as w:
     for f in frames:

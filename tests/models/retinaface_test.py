@@ -23,6 +23,7 @@ import pytest
 
 from tests.support import astronaut, read_frames, read_image, shared_file
 from drsf_jax.io import checkpoints
+from drsf_jax.io import samples
 from drsf_jax.models import retinaface as rf
 
 SMALL_ANCHORS = [[10, 20], [32, 64], [128, 256]]  # The shared mnet checkpoint's anchors.
@@ -255,7 +256,8 @@ def test_real_weight_parity(ref, real):
       "talking_head_a": read_frames(shared_file("data", "talking_head_a.mp4"), 4, start=20),
       # A face beyond the checkpoint's anchors (about 350 x 475 px): the reference itself
       # reads it as several part boxes (README "Large faces"), and so must the port.
-      "talking_head_a_x2.5": _upscaled(read_frames(shared_file("data", "talking_head_a.mp4"), 1), 640),
+      "talking_head_a_x2.5": samples.upscaled_frames(read_frames(shared_file("data", "talking_head_a.mp4"), 1),
+                                                     640),
   }
   counts = {}
   for what, rgb in images.items():
@@ -268,11 +270,6 @@ def test_real_weight_parity(ref, real):
   assert 500 <= counts["crowd_selfie"][0] <= 540, counts  # A many-face stress case.
   assert all(c >= 1 for c in counts["talking_head_a"]), counts
   assert counts["talking_head_a_x2.5"][0] >= 3, counts
-
-
-def _upscaled(frames: np.ndarray, side: int) -> np.ndarray:
-  import cv2
-  return np.stack([cv2.resize(f, (side, side), interpolation=cv2.INTER_CUBIC) for f in frames])
 
 
 @pytest.mark.parity

@@ -23,10 +23,9 @@ def test_uint8_and_float_frames_give_the_same_faces_and_0_255_floats_are_refused
 
 
 def _upscaled(side: int, n: int = 4):
-  import cv2
   from tests.support import read_frames, shared_file
-  frames = read_frames(shared_file("data", "talking_head_a.mp4"), n)
-  return np.stack([cv2.resize(f, (side, side), interpolation=cv2.INTER_CUBIC) for f in frames])
+  from drsf_jax.io import samples
+  return samples.upscaled_frames(read_frames(shared_file("data", "talking_head_a.mp4"), n), side)
 
 
 def test_faces_beyond_the_largest_anchor_are_read_as_parts_and_warned(real_weights):

@@ -390,7 +390,8 @@ def optimize(loss_fn: Callable[[jax.Array], jax.Array], x_obf: jax.Array, attack
 def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: int,
                    host_delta: Callable[..., np.ndarray] | None = None, cascade: bool = True,
                    check: Callable[..., np.ndarray] | None = None, check_every: int = 5,
-                   loss_stops: bool = True, steps_per_call: int = 1):
+                   loss_stops: bool = True, steps_per_call: int = 1,
+                   on_check: Callable[..., tuple] | None = None):
   """Jitted pieces for :func:`optimize_host`, reusable across batches of one shape.
 
   ``loss_fn(frames, *args)`` takes the batch's data (e.g. params and targets) as extra
@@ -413,6 +414,9 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
   (the final state is scored too): past its loss thresholds the optimizer wanders, and
   the best state it was seen in is what the check vouches for. ``loss_stops=False``:
   only the check stops a frame (the loss thresholds then only weight the cascade).
+  ``on_check(args, failing) -> args``: after each check, the loss's extra arguments for
+  the steps that follow, given the frames still moving outside the check (e.g. targets
+  that learn from what the check saw); same shapes, so the compiled step is reused.
 
   ``steps_per_call``: steps per call of the compiled body, as a ``lax.while_loop`` of up
   to that many steps (the accelerator form: the host only steps in between, for the
@@ -476,6 +480,8 @@ def make_host_loop(loss_fn: Callable[..., jax.Array], attack: Attack, max_iter: 
         if passed.any():
           c = mark_done(c, passed)
           m &= ~passed
+        if on_check is not None and m.any():
+          args = on_check(args, m)
       if not m.any():
         break
       c = body(c, with_delta(c, args))

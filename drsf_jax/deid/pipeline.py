@@ -250,6 +250,7 @@ class Deidentifier:
     self.stop = cfg.stop
     checks = self.stop in ("metrics", "either")
     self._check_batch = None  # Set per batch by attack_batch: what the check compares.
+    self._check_dets = None  # The detector's own detections at the last check.
     self._predictor = None
     if self.loop == "host" or checks:
       # The stop in user units runs the authorized models on the host between steps: the
@@ -261,7 +262,8 @@ class Deidentifier:
                                     cascade=not codec_aware,
                                     check=self.check if checks else None,
                                     check_every=cfg.check_every, loss_stops=self.stop != "metrics",
-                                    steps_per_call=1 if self.loop == "host" else cfg.check_every)
+                                    steps_per_call=1 if self.loop == "host" else cfg.check_every,
+                                    on_check=self.mine if checks else None)
       # x: where the frames start; the ε-ball is centred on the obfuscated frames, batch[2].
       self._run = lambda params, x, targets, thr: host(targets[2], thr, params, targets, x_start=x)
     else:  # --stop loss off the CPU: the whole attack is one while_loop program.
@@ -321,9 +323,27 @@ class Deidentifier:
     out = _written(frames_u8, win, mask, center, x)
     if self.cfg.codec in video.LOSSY_CODECS:
       out = video.roundtrip(out, self.cfg.codec, self.cfg.crf)
-    got = self.predictor.predict(out)
+    raw: list = []
+    got = self.predictor.predict(out, raw=raw)
+    self._check_dets = raw
     return np.asarray([self.stop_score(metrics.frame_metrics(r["faces"], g["faces"])) if mv else math.inf
                        for r, g, mv in zip(ref, got, moving)], np.float64)
+
+  def mine(self, args: tuple, failing: np.ndarray) -> tuple:
+    """After a check: each victim with a ``mine`` (MTCNN) learns, for the frames still
+    ``failing`` it, from the detections the check made on them (``args``: the loop's
+    ``(params, (targets, mask, x_obf))``; returned with those targets updated)."""
+    if self._check_dets is None or not any(v.mine for v in self.victims):
+      return args
+    params, (targets, mask, center) = args
+    win = self._check_batch[1]
+    offset = (0, 0) if win is None else (win.x0, win.y0)
+    ctx = victims_lib.context_from_detections(self._check_dets, self.cfg.max_faces)
+    new = [v.mine(t, ctx, failing, offset) if v.mine else t for v, t in zip(self.victims, targets)]
+    if all(a is b for a, b in zip(new, targets)):
+      return args
+    new = [self.shard(n) if n is not t else t for n, t in zip(new, targets)]
+    return params, (new, mask, center)
 
   def reset(self):
     """Forgets the warm start: call before each new video (``deidentify`` does)."""
@@ -500,6 +520,7 @@ class Deidentifier:
       res = jax.device_get(self._run(params, x_in, batch, jnp.asarray(self.thresholds)))
     finally:
       self._check_batch = None
+      self._check_dets = None
     out = _written(frames_u8, win, mask, center, res.frames)
     return out, {"iterations": np.asarray(res.iterations).tolist(),
                  "losses": np.asarray(res.losses).tolist(),

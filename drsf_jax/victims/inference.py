@@ -52,11 +52,14 @@ class Predictor:
       self._camera[key] = cameras.make_camera(self.calibration, width, height)
     return self._camera[key]
 
-  def predict(self, frames: np.ndarray, first_id: int = 0) -> list[dict]:
+  def predict(self, frames: np.ndarray, first_id: int = 0, raw: list | None = None) -> list[dict]:
     """Per-frame schema-1 ``{"frame_id", "faces"}`` for (B, H, W, 3) frames, uint8 or
-    float in [0, 1] (anything else: ValueError)."""
+    float in [0, 1] (anything else: ValueError). ``raw``: a list that receives the
+    detector's own per-frame detections (e.g. MTCNN's ``onet_boxes``)."""
     frames = as_unit_frames(frames)
     dets = self.det.predict(self.det.params, frames)
+    if raw is not None:
+      raw.extend(dets)
     ctx = victims_lib.context_from_detections(dets, self.max_faces)
     ctx.camera = self.camera(frames.shape[2], frames.shape[1])
     if self.fan is not None:

@@ -112,3 +112,9 @@ class Victim:
   # ``annotate(params, frames, ctx, targets=None)``: given this victim's targets on the
   # same frames, it reads the predictions from them instead of running the model again.
   annotate: Callable[..., None] | None = None
+  # Updates this victim's targets from what the stop's check saw inference take on the
+  # attacked frames (MTCNN: the ONet crops it read them from). None for most victims.
+  # ``mine(targets, ctx, failing, offset) -> targets``: ``ctx`` the check's detections as a
+  # :class:`FaceContext` (frame coordinates), ``failing`` (B,) bool, ``offset`` (x, y) of
+  # the attacked window in the frame. Same shapes, so the compiled step is reused.
+  mine: Callable[..., Any] | None = None

@@ -174,6 +174,64 @@ def test_frames_without_faces_give_empty_predictions_and_zero_loss(wdir, frames)
       assert v.predict(v.params, blank, ctx) == [[], []]
 
 
+def test_mtcnn_mined_crops_enter_the_loss_as_onet_terms(wdir):
+  """``mine`` puts the ONet crop inference took on a failing frame into the loss: with no
+  crop mined the loss is the loss without the ring; with one, the frame's loss grows by
+  ONet's error on exactly that crop (its box and landmarks against the original's final
+  ones, in MTCNN_PIXEL_SCALE units, plus the score's KL); passing frames, detections
+  that miss the face and the window offset are honoured; the ring keeps the last few."""
+  from drsf_jax.models import mtcnn
+  frames2 = read_frames(shared_file("data", "talking_head_b.mp4"), 2).astype(np.float32) / 255
+  v = victims.load_victim("mtcnn", wdir)
+  v0 = victims.load_victim("mtcnn", wdir, mined_crops=0)
+  ctx = victims.context_from_detections(v.predict(v.params, frames2), 1)
+  assert ctx.valid.all()
+  t, t0 = v.targets(v.params, frames2, ctx), v0.targets(v0.params, frames2, ctx)
+  regions = [bbox.face_regions(ctx.boxes[i], frames2.shape[1:3]) for i in range(2)]
+  x = obfuscation.obfuscate(frames2, regions, "pixelate_10")
+  x = np.clip(x + np.random.default_rng(7).uniform(-4, 4, x.shape) / 255, 0, 1)
+  x = jnp.asarray((np.round(x * 255) / 255).astype(np.float32))  # 8-bit, as the loss sees it.
+  loss = jax.jit(v.loss)
+  base = np.asarray(loss(v.params, x, t))
+  np.testing.assert_allclose(base, np.asarray(jax.jit(v0.loss)(v0.params, x, t0)), rtol=1e-6)
+
+  # A check read frame 1 from a crop 25 px right of the original's (as on talking_head_b's
+  # first batch, where inference's crop lay 15-30 px away), within a window at (10, 5).
+  seen = victims.context_from_detections(v.predict(v.params, frames2), 1)
+  move = np.asarray([25.0, 0.0, 25.0, 0.0], np.float32)
+  offset = np.asarray([10.0, 5.0, 10.0, 5.0], np.float32)
+  seen.boxes = seen.boxes + move + offset
+  seen.extra["onet_boxes"] = seen.extra["onet_boxes"] + move + offset
+  assert v.mine(t, seen, np.asarray([False, False]), (10, 5)) is t  # Nothing failing.
+  far = victims.context_from_detections(v.predict(v.params, frames2), 1)
+  far.boxes = far.boxes + 400.0
+  assert v.mine(t, far, np.asarray([True, True])) is t  # The face is not where it was.
+  t1 = v.mine(t, seen, np.asarray([False, True]), (10, 5))
+  w = np.asarray(t1["mined_w"])
+  assert w.shape == (2, 1, victims.MTCNN_MINED_CROPS)
+  np.testing.assert_array_equal(w[0], 0)
+  np.testing.assert_array_equal(w[1, 0], [1] + [0] * (victims.MTCNN_MINED_CROPS - 1))
+  crop = ctx.extra["onet_boxes"][1, 0] + move
+  np.testing.assert_allclose(np.asarray(t1["mined_boxes"])[1, 0, 0], crop, rtol=1e-6)
+
+  score, reg, lms = mtcnn.onet_on_boxes(v.params, x[1:], jnp.asarray(crop[None, None]))
+  px = victims.MTCNN_PIXEL_SCALE
+  box_err = (mtcnn.calibrate(jnp.asarray(crop[None, None]), reg) - t["box"][1:]) / px
+  lm_err = (lms - t["lms"][1:]) / px
+  term = (victims._kl_binary(t["o_score"][1:], score) + jnp.mean(box_err ** 2, -1)  # pylint: disable=protected-access
+          + jnp.mean(lm_err ** 2, (-2, -1)))
+  grown = np.asarray(loss(v.params, x, t1)) - base
+  assert float(term[0, 0]) > 0.05  # The moved crop reads the frame worse (a real term).
+  np.testing.assert_allclose(grown, [0.0, float(term[0, 0])], rtol=1e-4, atol=1e-6)
+
+  # The ring: the last MTCNN_MINED_CROPS crops, the oldest replaced first.
+  tn = t1
+  for _ in range(victims.MTCNN_MINED_CROPS):
+    tn = v.mine(tn, seen, np.asarray([False, True]), (10, 5))
+  assert int(tn["mined_next"][1, 0]) == victims.MTCNN_MINED_CROPS + 1
+  np.testing.assert_array_equal(np.asarray(tn["mined_w"])[1, 0], 1)
+
+
 def test_bad_names_and_calibration(wdir, tmp_path):
   with pytest.raises(ValueError, match="unknown model 'GazeNet'"):
     victims.load_victim("GazeNet", wdir)

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from drsf_jax.geometry import bbox
 from drsf_jax.io import checkpoints
 from drsf_jax.io.frames import as_unit_frames
 from drsf_jax.victims import detectors
@@ -229,10 +230,10 @@ def _mtcnn_victim(name: str, det: detectors.Detector, onet_samples: int = MTCNN_
     changed = False
     for i in np.flatnonzero(np.asarray(failing, bool)):
       seen = np.flatnonzero(ctx.valid[i])
+      if not len(seen):
+        continue
       for k in np.flatnonzero(valid[i]):
-        if not len(seen):
-          continue
-        iou = np.asarray(_pairwise_iou(jnp.asarray(target[i, k][None]), jnp.asarray(got[i, seen])))[0]
+        iou = bbox.box_iou(target[i, k], got[i, seen])[0]
         j = int(np.argmax(iou))
         if iou[j] < 0.3:
           continue

@@ -10,6 +10,7 @@ import pytest
 from tests.support import read_frames, shared_file
 from drsf_jax.deid import pipeline
 from drsf_jax.deid import temporal
+from drsf_jax.geometry import bbox
 from drsf_jax.victims import registry as victims
 
 B = 4
@@ -28,11 +29,8 @@ class _Spy(pipeline.Deidentifier):
 
 def _overlaps(box, boxes) -> bool:
   """Whether any of ``boxes`` (N, 4+) overlaps ``box`` by IoU >= 0.3, as ``mine`` asks."""
-  boxes = np.asarray(boxes, np.float64).reshape(-1, np.shape(boxes)[-1] if np.size(boxes) else 4)[:, :4]
-  lt, rb = np.maximum(box[:2], boxes[:, :2]), np.minimum(box[2:], boxes[:, 2:])
-  inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-  area = lambda b: np.prod(np.clip(b[..., 2:] - b[..., :2], 0, None), axis=-1)  # noqa: E731
-  return bool((inter / (area(box) + area(boxes) - inter) >= 0.3).any())
+  boxes = np.asarray(boxes, np.float64)
+  return bool(boxes.size) and bool((bbox.box_iou(box, boxes[:, :4]) >= 0.3).any())
 
 
 @pytest.fixture(scope="module")
